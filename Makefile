@@ -1,0 +1,42 @@
+# visiontune: `make demo` runs the main job on the embedded digits data,
+# `make test` runs the test suite, `make bench` the benchmarks. Each one
+# creates .venv and installs what it needs on a fresh machine.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# CPU wheel here; the GPU image installs a CUDA build of the same release.
+TORCH_PIN := torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export DO_NOT_TRACK := true
+export BENTOML_DO_NOT_TRACK := true
+
+.PHONY: install demo test bench lint clean
+
+$(BIN)/.installed: pyproject.toml
+	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (see README)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_PIN)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: $(BIN)/.installed
+	$(BIN)/python -m training.demo
+
+test: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.run
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,58 @@
+"""What a visiontune model in the BentoML model store holds, and its names.
+
+The folder of a stored model is a Hugging Face model folder (``config.json``,
+``model.safetensors``, ``preprocessor_config.json``) plus ``visiontune.json``
+(the resolved training config). Everything else lives in the BentoML metadata,
+validated by :class:`ModelMetadata`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+DEFAULT_MODEL_NAME = "visiontune-classifier"
+MODEL_ENV = "VISIONTUNE_MODEL"
+DEFAULT_MODEL_TAG = f"{DEFAULT_MODEL_NAME}:latest"
+CONFIG_FILENAME = "visiontune.json"
+STAGE_LABEL = "stage"
+
+
+class Stage(StrEnum):
+    candidate = "candidate"
+    production = "production"
+
+
+class Metrics(BaseModel):
+    """Classification and calibration quality on one split."""
+
+    accuracy: float
+    macro_f1: float
+    per_class_f1: dict[str, float]
+    ece: float = Field(description="Expected calibration error of the calibrated scores.")
+    nll: float = Field(description="Negative log-likelihood of the calibrated scores.")
+    n: int = Field(description="Number of images scored.")
+
+
+class ModelMetadata(BaseModel):
+    """The metadata every stored visiontune model carries."""
+
+    labels: list[str] = Field(description="Class names in id order.")
+    backbone: str = Field(description="Hub id or local folder the backbone came from.")
+    strategy: str
+    image_size: tuple[int, int] = Field(description="(height, width) fed to the model.")
+    temperature: float = Field(gt=0, description="Divide logits by this before softmax.")
+    label_counts: dict[str, int] = Field(description="Training images per label.")
+    validation: Metrics
+    test: Metrics | None = None
+    dataset_fingerprint: str
+    split: dict[str, int] = Field(description="Images per split (train/val/test).")
+    training_config: dict[str, Any]
+    versions: dict[str, str]
+
+    @property
+    def label_distribution(self) -> dict[str, float]:
+        total = sum(self.label_counts.values()) or 1
+        return {label: self.label_counts.get(label, 0) / total for label in self.labels}

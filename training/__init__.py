@@ -1,0 +1,1 @@
+"""Fine-tuning: data, backbone + head, strategies, loop, evaluation, saving, CLI."""

@@ -1,0 +1,73 @@
+"""Saving trained models into the BentoML model store, and reading them back.
+
+A stored model follows ``contract.savedmodel``: a Hugging Face folder
+(safetensors only) plus validated metadata. ``bentoml.models.create`` writes into
+a temporary folder and moves it into the store only when the block finishes, so
+a crash or Ctrl-C mid-save leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import bentoml
+from transformers import AutoModelForImageClassification, PreTrainedModel
+
+from contract.images import Preprocessing
+from contract.savedmodel import (
+    CONFIG_FILENAME,
+    DEFAULT_MODEL_NAME,
+    STAGE_LABEL,
+    ModelMetadata,
+    Stage,
+)
+
+
+def save_model(
+    model: PreTrainedModel,
+    preprocessing: Preprocessing,
+    metadata: ModelMetadata,
+    *,
+    name: str = DEFAULT_MODEL_NAME,
+    stage: Stage = Stage.candidate,
+) -> bentoml.Tag:
+    """Write ``model`` (a plain transformers model, adapters merged) into the store."""
+    labels = {STAGE_LABEL: stage.value, "backbone_family": model.config.model_type}
+    with bentoml.models.create(
+        name, labels=labels, metadata=metadata.model_dump(mode="json")
+    ) as bento_model:
+        path = Path(bento_model.path)
+        model.save_pretrained(path)
+        preprocessing.to_processor().save_pretrained(path)
+        (path / CONFIG_FILENAME).write_text(json.dumps(metadata.training_config, indent=2))
+        _check_safetensors_only(path)
+    return bento_model.tag
+
+
+def load_model(tag: str) -> tuple[PreTrainedModel, Preprocessing, ModelMetadata, bentoml.Tag]:
+    """Rebuild a stored model with transformers alone (no training code needed)."""
+    bento_model = bentoml.models.get(tag)
+    model = AutoModelForImageClassification.from_pretrained(bento_model.path)
+    model.eval()
+    preprocessing = Preprocessing.from_pretrained(bento_model.path)
+    metadata = ModelMetadata.model_validate(bento_model.info.metadata)
+    return model, preprocessing, metadata, bento_model.tag
+
+
+def list_models(name: str | None = None) -> list[bentoml.Model]:
+    """Stored visiontune models, newest first."""
+    models = [m for m in bentoml.models.list(name) if _is_visiontune(m)]
+    return sorted(models, key=lambda m: m.info.creation_time, reverse=True)
+
+
+def _is_visiontune(model: bentoml.Model) -> bool:
+    return STAGE_LABEL in model.info.labels and "labels" in model.info.metadata
+
+
+def _check_safetensors_only(path: Path) -> None:
+    pickled = [p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    if pickled:
+        raise RuntimeError(f"refusing to store pickled weights: {pickled}")
+    if not any(p.suffix == ".safetensors" for p in path.iterdir()):
+        raise RuntimeError(f"no safetensors weights were written to {path}")
