@@ -1,0 +1,117 @@
+"""Backbones built from a config (no download): tests, the demo and benchmarks.
+
+Real users name a hub id or a local Hugging Face folder with ``--backbone``;
+this module makes such folders offline, with random weights, in the sizes the
+project needs: ``tiny`` for tests, ``small`` for the demo, ``deit-tiny`` and
+``vit-base`` for serving benchmarks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import (
+    AutoModelForImageClassification,
+    ConvNextConfig,
+    Dinov2Config,
+    MobileViTConfig,
+    PretrainedConfig,
+    ResNetConfig,
+    SwinConfig,
+    ViTConfig,
+)
+
+from contract.images import Preprocessing
+
+FAMILIES = ("vit", "convnext", "resnet", "swin", "dinov2", "mobilevit")
+PRESETS = ("tiny", "small", "deit-tiny", "vit-base")
+
+
+def create_config(family: str, image_size: int, preset: str = "tiny") -> PretrainedConfig:
+    """A config of ``family`` at ``preset`` size for square images of ``image_size``."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    width = {"tiny": 16, "small": 32}.get(preset)
+    if family == "vit":
+        dims = {
+            "tiny": (32, 2, 2, 64, 4),
+            "small": (64, 4, 4, 128, 4),
+            "deit-tiny": (192, 12, 3, 768, 16),
+            "vit-base": (768, 12, 12, 3072, 16),
+        }[preset]
+        hidden, layers, heads, mlp, patch = dims
+        return ViTConfig(
+            image_size=image_size,
+            patch_size=patch,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=mlp,
+        )
+    if width is None:
+        raise ValueError(f"preset {preset!r} exists for the vit family only")
+    if family == "convnext":
+        return ConvNextConfig(
+            image_size=image_size,
+            patch_size=2,
+            num_stages=2,
+            hidden_sizes=[width, 2 * width],
+            depths=[1, 2],
+        )
+    if family == "resnet":
+        return ResNetConfig(
+            embedding_size=width,
+            hidden_sizes=[width, 2 * width],
+            depths=[1, 2],
+            layer_type="basic",
+            downsample_in_first_stage=False,
+        )
+    if family == "swin":
+        return SwinConfig(
+            image_size=image_size,
+            patch_size=2,
+            embed_dim=width,
+            depths=[1, 1],
+            num_heads=[2, 2],
+            window_size=4,
+        )
+    if family == "dinov2":
+        return Dinov2Config(
+            image_size=image_size,
+            patch_size=4,
+            hidden_size=2 * width,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=4 * width,
+        )
+    return MobileViTConfig(
+        image_size=image_size,
+        patch_size=2,
+        hidden_sizes=[width, width, 2 * width],
+        neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64],
+        num_attention_heads=2,
+    )
+
+
+def save_random_backbone(
+    path: str | Path,
+    family: str = "vit",
+    image_size: int = 32,
+    preset: str = "tiny",
+    num_labels: int = 2,
+    seed: int = 0,
+) -> Path:
+    """Save a randomly initialised image classifier + processor as a Hugging Face folder."""
+    import torch
+
+    torch.manual_seed(seed)
+    config = create_config(family, image_size, preset)
+    config.num_labels = num_labels
+    model = AutoModelForImageClassification.from_config(config)
+    path = Path(path)
+    model.save_pretrained(path)
+    preprocessing = Preprocessing(image_size, image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    preprocessing.to_processor().save_pretrained(path)
+    return path
