@@ -35,7 +35,7 @@ def save_model(
     """Write ``model`` (a plain transformers model, adapters merged) into the store."""
     labels = {STAGE_LABEL: stage.value, "backbone_family": model.config.model_type}
     with bentoml.models.create(
-        name, labels=labels, metadata=metadata.model_dump(mode="json")
+        name, labels=labels, metadata=metadata.model_dump(mode="json", exclude_none=True)
     ) as bento_model:
         path = Path(bento_model.path)
         model.save_pretrained(path)

@@ -1,0 +1,134 @@
+"""The training configuration: one typed object, validated once at the edge.
+
+The CLI builds its flags from these fields (their descriptions are the help
+text), and the resolved config is written next to the run and into the stored
+model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from contract.savedmodel import DEFAULT_MODEL_NAME, Stage
+
+Strategy = Literal["linear", "partial", "full", "lora"]
+
+
+class TrainConfig(BaseModel):
+    """Everything `visiontune train` needs to fine-tune a backbone with a new head."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    data: str = Field(
+        description="A folder of class sub-folders (optionally split into train/ val/ test/), "
+        "a Hugging Face dataset (hub name or local folder), or 'digits' (scikit-learn's "
+        "handwritten digits, embedded)."
+    )
+    backbone: str = Field(
+        description="Hub id or local folder in Hugging Face format of a model "
+        "AutoModelForImageClassification supports (ViT, DeiT, ConvNeXt, ResNet, Swin, DINOv2...)."
+    )
+    name: str = Field(DEFAULT_MODEL_NAME, description="Model name in the BentoML model store.")
+    strategy: Strategy = Field(
+        "linear",
+        description="linear: train the head only; partial: the last N blocks + head; "
+        "full: everything; lora: low-rank adapters (merged into the weights at save) + head.",
+    )
+    unfreeze_blocks: int | None = Field(
+        None, ge=1, description="Blocks trained by --strategy partial (default 2)."
+    )
+    lora_rank: int | None = Field(None, ge=1, description="LoRA rank (--strategy lora, default 8).")
+    lora_alpha: float | None = Field(
+        None, gt=0, description="LoRA scaling alpha (--strategy lora, default 2 x rank)."
+    )
+    layer_decay: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Layer-wise learning-rate decay per block towards the input "
+        "(--strategy full only), e.g. 0.75.",
+    )
+    class_weighted: bool = Field(
+        False, description="Weight the loss by inverse class frequency (imbalanced data)."
+    )
+    classes: list[str] | None = Field(
+        None, description="Keep only these labels (comma-separated); default: all."
+    )
+    per_class: int | None = Field(
+        None, ge=1, description="Use at most this many training images per class (few-shot)."
+    )
+    image_column: str = Field("image", description="Image column of a Hugging Face dataset.")
+    label_column: str = Field("label", description="Label column of a Hugging Face dataset.")
+    image_size: int | None = Field(
+        None, ge=8, description="Square input size; default: the backbone's own."
+    )
+    val_fraction: float = Field(
+        0.15, gt=0, lt=1, description="Share held out for validation when no split is given."
+    )
+    test_fraction: float = Field(
+        0.15, ge=0, lt=1, description="Share held out for testing when no split is given (0: none)."
+    )
+    epochs: int = Field(10, ge=1, description="Maximum number of epochs.")
+    batch_size: int = Field(32, ge=1, description="Images per step per device.")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps for linear warm-up.")
+    patience: int = Field(
+        3, ge=1, description="Stop after this many epochs without a better validation metric."
+    )
+    metric: Literal["macro_f1", "accuracy"] = Field(
+        "macro_f1", description="Validation metric for early stopping and the best weights."
+    )
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 (or fp16) on CUDA, none on CPU."
+    )
+    seed: int = Field(0, description="Seed for the split, initialisation and data order.")
+    strict: bool = Field(
+        False, description="Fail on a corrupt or non-image file instead of skipping it."
+    )
+    output_dir: Path | None = Field(
+        None, description="Run folder for checkpoints and the report (default runs/NAME)."
+    )
+    resume: bool = Field(False, description="Continue from the checkpoint in the run folder.")
+    stage: Stage = Field(Stage.candidate, description="Lifecycle label of the stored model.")
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Self:
+        only_for = {
+            "unfreeze_blocks": "partial",
+            "lora_rank": "lora",
+            "lora_alpha": "lora",
+            "layer_decay": "full",
+        }
+        for field, strategy in only_for.items():
+            if getattr(self, field) is not None and self.strategy != strategy:
+                flag = "--" + field.replace("_", "-")
+                raise ValueError(
+                    f"{flag} applies to --strategy {strategy} only; "
+                    f"use --strategy {strategy} or drop {flag}"
+                )
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                "--val-fraction + --test-fraction leave under 10% for training; lower them"
+            )
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir or Path("runs") / self.name
+
+    @property
+    def resolved_blocks(self) -> int:
+        return self.unfreeze_blocks or 2
+
+    @property
+    def resolved_lora_rank(self) -> int:
+        return self.lora_rank or 8
+
+    @property
+    def resolved_lora_alpha(self) -> float:
+        return self.lora_alpha or 2.0 * self.resolved_lora_rank

@@ -1,0 +1,197 @@
+"""Evaluation, temperature scaling, and the training report.
+
+Scores are calibrated by one temperature fitted on the validation logits
+(Guo et al., 2017): it changes no prediction, only how confident they are, and
+the service divides logits by the same stored number.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+from contract.images import Preprocessing
+from contract.savedmodel import Metrics
+
+
+@dataclass
+class Evaluation:
+    """Quality on one split: the stored metrics plus what only the report shows."""
+
+    metrics: Metrics
+    precision: dict[str, float]
+    recall: dict[str, float]
+    confusion: list[list[int]]
+
+    def as_dict(self) -> dict:
+        return {
+            **self.metrics.model_dump(),
+            "per_class_precision": self.precision,
+            "per_class_recall": self.recall,
+            "confusion_matrix": self.confusion,
+        }
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature minimising validation NLL (optimised in log space, so it stays > 0)."""
+    logits, labels = logits.detach().float().clone(), labels.detach().clone()
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
+def evaluate_logits(
+    logits: torch.Tensor, labels: torch.Tensor, names: list[str], temperature: float = 1.0
+) -> Evaluation:
+    """Accuracy, macro-F1, per-class precision/recall/F1, confusion, ECE and NLL."""
+    logits = logits.float() / temperature
+    probs = logits.softmax(dim=-1)
+    predicted = probs.argmax(dim=-1).numpy()
+    truth = labels.numpy()
+    ids = list(range(len(names)))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        truth, predicted, labels=ids, zero_division=0
+    )
+    metrics = Metrics(
+        accuracy=float(accuracy_score(truth, predicted)),
+        macro_f1=float(np.mean(f1)),
+        per_class_f1=dict(zip(names, map(float, f1), strict=True)),
+        ece=float(multiclass_calibration_error(probs, labels, num_classes=len(names), n_bins=15)),
+        nll=float(F.cross_entropy(logits, labels)),
+        n=len(truth),
+    )
+    return Evaluation(
+        metrics=metrics,
+        precision=dict(zip(names, map(float, precision), strict=True)),
+        recall=dict(zip(names, map(float, recall), strict=True)),
+        confusion=confusion_matrix(truth, predicted, labels=ids).tolist(),
+    )
+
+
+def write_report(run_dir: Path, summary: dict, history: list[dict], labels: list[str]) -> None:
+    """report.json, report.md and PNG plots (confusion matrix, learning curves) in ``run_dir``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "report.json").write_text(json.dumps({**summary, "history": history}, indent=2))
+    (run_dir / "report.md").write_text(_markdown(summary, history))
+    split = "test" if summary.get("test") else "validation"
+    _plot_confusion(run_dir / "confusion_matrix.png", summary[split]["confusion_matrix"], labels)
+    if history:
+        _plot_history(run_dir / "learning_curves.png", history)
+
+
+def _markdown(summary: dict, history: list[dict]) -> str:
+    lines = [f"# {summary.get('tag', 'evaluation')}", ""]
+    for key in ("backbone", "strategy", "temperature", "dataset_fingerprint"):
+        if key in summary:
+            lines.append(f"- {key}: `{summary[key]}`")
+    lines += [
+        "",
+        "| split | accuracy | macro-F1 | ECE | NLL | images |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for split in ("validation", "test"):
+        m = summary.get(split)
+        if m:
+            lines.append(
+                f"| {split} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['ece']:.4f} "
+                f"| {m['nll']:.4f} | {m['n']} |"
+            )
+    split = "test" if summary.get("test") else "validation"
+    lines += [
+        "",
+        f"## Per class ({split})",
+        "",
+        "| label | precision | recall | F1 |",
+        "| --- | --- | --- | --- |",
+    ]
+    m = summary[split]
+    for label, f1 in m["per_class_f1"].items():
+        lines.append(
+            f"| {label} | {m['per_class_precision'][label]:.3f} "
+            f"| {m['per_class_recall'][label]:.3f} | {f1:.3f} |"
+        )
+    if history:
+        lines += [
+            "",
+            "## Epochs",
+            "",
+            "| epoch | train loss | val loss | val accuracy | val macro-F1 |",
+        ]
+        lines.append("| --- | --- | --- | --- | --- |")
+        for h in history:
+            lines.append(
+                f"| {h['epoch']} | {h['train_loss']:.4f} | {h['val_loss']:.4f} "
+                f"| {h['val_accuracy']:.4f} | {h['val_macro_f1']:.4f} |"
+            )
+    lines += ["", "![confusion matrix](confusion_matrix.png)"]
+    if history:
+        lines.append("![learning curves](learning_curves.png)")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_confusion(path: Path, confusion: list[list[int]], labels: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(4.0, 0.5 * len(labels))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay(np.array(confusion), display_labels=labels).plot(
+        ax=ax, colorbar=False, xticks_rotation="vertical"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_history(path: Path, history: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train")
+    loss_ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    loss_ax.legend()
+    metric_ax.plot(epochs, [h["val_accuracy"] for h in history], label="accuracy")
+    metric_ax.plot(epochs, [h["val_macro_f1"] for h in history], label="macro-F1")
+    metric_ax.set(xlabel="epoch", title="Validation", ylim=(0, 1.02))
+    metric_ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@torch.inference_mode()
+def collect_logits(
+    model, loader, preprocessing: Preprocessing, accelerator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    all_logits, all_labels = [], []
+    for images, labels in loader:
+        images, labels = images.to(accelerator.device), labels.to(accelerator.device)
+        logits = model(pixel_values=preprocessing.normalize(images)).logits.float()
+        logits, labels = accelerator.gather_for_metrics((logits, labels))
+        all_logits.append(logits.cpu())
+        all_labels.append(labels.cpu())
+    return torch.cat(all_logits), torch.cat(all_labels)

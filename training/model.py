@@ -1,0 +1,211 @@
+"""Backbone + new head, and the fine-tuning strategies.
+
+The head swap is the seam for transfer learning: :func:`create_model` loads any
+backbone ``AutoModelForImageClassification`` supports (from a hub id or a local
+folder, the same call), and gives it a freshly initialised head sized to the
+user's labels. A checkpoint without a head (``ViTModel``...) gets one on top of
+its pooled features. :func:`apply_strategy` then decides what trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+from transformers.utils import logging as hf_logging
+
+from contract.images import Preprocessing
+from training.config import TrainConfig
+
+
+class BackboneError(ValueError):
+    """A backbone that cannot be loaded or fine-tuned; the message is one line."""
+
+
+def create_model(
+    backbone: str, labels: list[str], image_size: int | None = None
+) -> tuple[nn.Module, Preprocessing]:
+    """Load ``backbone`` with a new head for ``labels``, and the preprocessing it expects."""
+    try:
+        config = AutoConfig.from_pretrained(backbone, trust_remote_code=False)
+    except Exception as err:  # OSError, ValueError, hub errors: all mean "cannot load"
+        raise BackboneError(f"--backbone {backbone}: cannot load ({_first_line(err)})") from None
+    id2label = dict(enumerate(labels))
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the expected "head re-initialised" report is noise here
+    try:
+        model = AutoModelForImageClassification.from_pretrained(
+            backbone,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id={name: i for i, name in id2label.items()},
+            ignore_mismatched_sizes=True,
+            trust_remote_code=False,
+        )
+    except ValueError as err:
+        raise BackboneError(
+            f"--backbone {backbone}: {config.model_type} has no image-classification model "
+            f"in transformers ({_first_line(err)})"
+        ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    reset_head(model)
+    return model, _preprocessing(backbone, model, image_size)
+
+
+def head_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The top-level modules outside the backbone: the classification head."""
+    prefix = model.base_model_prefix
+    return {
+        name: module
+        for name, module in model.named_children()
+        if name != prefix and any(True for _ in module.parameters())
+    }
+
+
+def reset_head(model: nn.Module) -> None:
+    """Re-initialise the head, even when the label count matches the old one."""
+    std = getattr(model.config, "initializer_range", 0.02)
+    for head in head_modules(model).values():
+        for module in head.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=std)
+                nn.init.zeros_(module.bias)
+            elif hasattr(module, "reset_parameters") and module is not head:
+                module.reset_parameters()
+
+
+def backbone_blocks(model: nn.Module) -> nn.ModuleList:
+    """The backbone's repeated blocks: its ``ModuleList`` holding the most parameters."""
+    lists = [m for m in model.base_model.modules() if isinstance(m, nn.ModuleList) and len(m)]
+    if not lists:
+        raise BackboneError(f"{model.config.model_type}: no repeated blocks found")
+    return max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+
+
+@dataclass
+class Trainable:
+    """What a strategy returns: the model to train and its optimizer parameter groups."""
+
+    model: nn.Module
+    param_groups: list[dict]
+
+
+def apply_strategy(model: nn.Module, config: TrainConfig) -> Trainable:
+    """Freeze, unfreeze or wrap ``model`` as ``config.strategy`` says."""
+    if config.strategy == "lora":
+        return _lora(model, config)
+    head = [p for m in head_modules(model).values() for p in m.parameters()]
+    if config.strategy == "full":
+        model.requires_grad_(True)
+        return Trainable(model, _full_groups(model, config, head))
+    model.requires_grad_(False)
+    for param in head:
+        param.requires_grad_(True)
+    if config.strategy == "partial":
+        for param in _tail_parameters(model, config.resolved_blocks):
+            param.requires_grad_(True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return Trainable(model, [{"params": trainable, "lr": config.lr}])
+
+
+def merge_adapters(model: nn.Module) -> nn.Module:
+    """A plain transformers model: LoRA adapters folded into the weights."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return model.merge_and_unload()
+    return model
+
+
+def _tail_parameters(model: nn.Module, n_blocks: int) -> list[nn.Parameter]:
+    """Backbone parameters from the last ``n_blocks`` blocks on (final norm included)."""
+    blocks = backbone_blocks(model)
+    n_blocks = min(n_blocks, len(blocks))
+    first = {id(p) for p in blocks[len(blocks) - n_blocks].parameters()}
+    params = list(model.base_model.parameters())
+    start = next(i for i, p in enumerate(params) if id(p) in first)
+    return params[start:]
+
+
+def _full_groups(model: nn.Module, config: TrainConfig, head: list) -> list[dict]:
+    """One group per depth when layer-wise LR decay is on: earlier blocks learn slower."""
+    if config.layer_decay is None:
+        return [{"params": list(model.parameters()), "lr": config.lr}]
+    blocks = backbone_blocks(model)
+    depth_of = {id(p): i + 1 for i, block in enumerate(blocks) for p in block.parameters()}
+    groups: dict[int, list] = {}
+    seen_blocks = False
+    for param in model.base_model.parameters():
+        depth = depth_of.get(id(param))
+        seen_blocks = seen_blocks or depth is not None
+        depth = depth if depth is not None else (len(blocks) + 1 if seen_blocks else 0)
+        groups.setdefault(depth, []).append(param)
+    groups.setdefault(len(blocks) + 1, []).extend(head)
+    top = len(blocks) + 1
+    return [
+        {"params": params, "lr": config.lr * config.layer_decay ** (top - depth)}
+        for depth, params in sorted(groups.items())
+    ]
+
+
+def _lora(model: nn.Module, config: TrainConfig) -> Trainable:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.resolved_lora_rank,
+        lora_alpha=config.resolved_lora_alpha,
+        target_modules=_lora_targets(model),
+        modules_to_save=list(head_modules(model)),
+    )
+    wrapped = get_peft_model(model, lora)
+    trainable = [p for p in wrapped.parameters() if p.requires_grad]
+    return Trainable(wrapped, [{"params": trainable, "lr": config.lr}])
+
+
+def _lora_targets(model: nn.Module) -> list[str]:
+    """Attention query/value projections where the blocks have them, else their convolutions."""
+    blocks = backbone_blocks(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    linear = [m for m in blocks.modules() if isinstance(m, nn.Linear)]
+    attention = [
+        m
+        for m in linear
+        if names[id(m)].rsplit(".", 1)[-1] in ("query", "value", "q_proj", "v_proj")
+    ]
+    chosen = attention or linear or [m for m in blocks.modules() if isinstance(m, nn.Conv2d)]
+    if not chosen:
+        raise BackboneError(f"{model.config.model_type}: no layers LoRA can adapt")
+    return [names[id(m)] for m in chosen]
+
+
+def _preprocessing(backbone: str, model: nn.Module, image_size: int | None) -> Preprocessing:
+    try:
+        processor = AutoImageProcessor.from_pretrained(backbone)
+    except (OSError, ValueError):
+        processor = None  # no processor saved: ViT-style mean/std below
+    size = (image_size, image_size) if image_size else _model_size(model)
+    if processor is None:
+        side = size or (224, 224)
+        return Preprocessing(side[0], side[1], (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    return Preprocessing.from_processor(processor, image_size=size)
+
+
+def _model_size(model: nn.Module) -> tuple[int, int] | None:
+    """Models with position embeddings (ViT...) fix their input size in the config."""
+    size = getattr(model.config, "image_size", None)
+    if isinstance(size, int) and hasattr(model.config, "patch_size"):
+        return (size, size)
+    return None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total

@@ -1,0 +1,330 @@
+"""The fine-tuning loop, top to bottom.
+
+``train(config)`` reads the data, swaps in a new head, trains what the strategy
+says with AdamW + warm-up/cosine, keeps the best validation weights (early
+stopping), fits a temperature, evaluates, and saves the model into the BentoML
+store. Hugging Face Accelerate handles devices, mixed precision, gradient
+accumulation and data parallelism (``accelerate launch`` / ``torchrun``).
+Ctrl-C or SIGTERM saves a checkpoint that ``--resume`` continues from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import bentoml
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from contract.savedmodel import ModelMetadata
+from training.config import TrainConfig
+from training.data import DataSplits, ImageSet, load_data, make_loader
+from training.evaluate import (
+    Evaluation,
+    collect_logits,
+    evaluate_logits,
+    fit_temperature,
+    write_report,
+)
+from training.model import apply_strategy, create_model, merge_adapters
+from training.store import save_model
+
+CHECKPOINT = "checkpoint"
+
+
+class Interrupted(Exception):
+    """Training stopped by a signal; a checkpoint was saved at ``path``."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"interrupted; checkpoint saved in {path}, continue with --resume")
+        self.path = path
+
+
+@dataclass
+class TrainResult:
+    tag: bentoml.Tag | None  # None on all but the main process
+    metadata: ModelMetadata
+    run_dir: Path
+    history: list[dict]
+
+
+def train(config: TrainConfig) -> TrainResult:
+    accelerator = Accelerator(
+        mixed_precision=_mixed_precision(config.mixed_precision),
+        gradient_accumulation_steps=config.grad_accum,
+    )
+    set_seed(config.seed)
+    run_dir = config.run_dir
+    state = _load_state(run_dir, config) if config.resume else None
+
+    data = load_data(config)
+    model, preprocessing = create_model(config.backbone, data.labels, config.image_size)
+    trainable = apply_strategy(model, config)
+    model = trainable.model
+    train_set = ImageSet(data.train, preprocessing)
+    val_loader = make_loader(ImageSet(data.val, preprocessing), config.batch_size)
+
+    steps_per_epoch = math.ceil(
+        math.ceil(len(train_set) / (config.batch_size * accelerator.num_processes))
+        / config.grad_accum
+    )
+    optimizer = torch.optim.AdamW(trainable.param_groups, weight_decay=config.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer,
+        num_warmup_steps=int(config.warmup_ratio * steps_per_epoch * config.epochs),
+        num_training_steps=steps_per_epoch * config.epochs,
+    )
+    model, optimizer, scheduler, val_loader = accelerator.prepare(
+        model, optimizer, scheduler, val_loader
+    )
+    loss_fn = nn.CrossEntropyLoss(weight=_class_weights(data) if config.class_weighted else None)
+    loss_fn = loss_fn.to(accelerator.device)
+
+    progress = state or {"epoch": 0, "batches_done": 0, "history": [], "best": None, "bad": 0}
+    if state:
+        accelerator.load_state(str(run_dir / CHECKPOINT))
+    best_weights = _load_best(run_dir) if state else None
+
+    with _StopOnSignal() as stop:
+        for epoch in tqdm(
+            range(progress["epoch"], config.epochs),
+            desc="epochs",
+            initial=progress["epoch"],
+            total=config.epochs,
+            disable=not accelerator.is_main_process,
+        ):
+            started = time.perf_counter()
+            loader = accelerator.prepare_data_loader(
+                make_loader(
+                    train_set,
+                    config.batch_size,
+                    order=_epoch_order(config.seed, epoch, len(train_set)),
+                )
+            )
+            skip = progress["batches_done"]
+            if skip:
+                loader = accelerator.skip_first_batches(loader, skip)
+            model.train()
+            losses = []
+            for batch_index, (images, labels) in enumerate(
+                tqdm(
+                    loader,
+                    desc=f"epoch {epoch + 1}",
+                    leave=False,
+                    disable=not accelerator.is_main_process,
+                ),
+                start=skip,
+            ):
+                with accelerator.accumulate(model):
+                    logits = model(pixel_values=preprocessing.normalize(images)).logits
+                    loss = loss_fn(logits.float(), labels)
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                losses.append(loss.detach())
+                if stop.requested:
+                    progress.update(epoch=epoch, batches_done=batch_index + 1)
+                    _save_checkpoint(accelerator, run_dir, config, progress, best_weights)
+                    raise Interrupted(run_dir / CHECKPOINT)
+            progress["batches_done"] = 0
+
+            val_logits, val_labels = collect_logits(model, val_loader, preprocessing, accelerator)
+            val = evaluate_logits(val_logits, val_labels, data.labels)
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": float(torch.stack(losses).mean()) if losses else float("nan"),
+                "val_loss": val.metrics.nll,
+                "val_accuracy": val.metrics.accuracy,
+                "val_macro_f1": val.metrics.macro_f1,
+                "lr": scheduler.get_last_lr()[-1],
+                "seconds": time.perf_counter() - started,
+            }
+            progress["history"].append(row)
+            accelerator.print(_epoch_line(row, config.epochs))
+
+            score = getattr(val.metrics, config.metric)
+            if progress["best"] is None or score > progress["best"]:
+                progress.update(best=score, bad=0)
+                best_weights = _copy_state(accelerator.unwrap_model(model))
+            else:
+                progress["bad"] += 1
+            progress["epoch"] = epoch + 1
+            if progress["bad"] >= config.patience:
+                accelerator.print(
+                    f"early stop: no better validation {config.metric} in {config.patience} epochs"
+                )
+                break
+
+    model = accelerator.unwrap_model(model)
+    model.load_state_dict(best_weights)
+    return _finish(model, preprocessing, data, config, progress["history"], accelerator, val_loader)
+
+
+def _finish(model, preprocessing, data, config, history, accelerator, val_loader) -> TrainResult:
+    """Calibrate on validation, evaluate, save to the store and write the report."""
+    val_logits, val_labels = collect_logits(model, val_loader, preprocessing, accelerator)
+    temperature = fit_temperature(val_logits, val_labels)
+    val = evaluate_logits(val_logits, val_labels, data.labels, temperature)
+    test = None
+    if data.test:
+        test_loader = accelerator.prepare_data_loader(
+            make_loader(ImageSet(data.test, preprocessing), config.batch_size)
+        )
+        test = evaluate_logits(
+            *collect_logits(model, test_loader, preprocessing, accelerator),
+            data.labels,
+            temperature,
+        )
+    metadata = _metadata(config, data, preprocessing, temperature, val, test)
+    tag = None
+    if accelerator.is_main_process:
+        model = merge_adapters(model).to("cpu").float().eval()
+        tag = save_model(model, preprocessing, metadata, name=config.name, stage=config.stage)
+        summary = _summary(str(tag), metadata, val, test, data)
+        write_report(config.run_dir, summary, history, data.labels)
+        (config.run_dir / "config.json").write_text(json.dumps(metadata.training_config, indent=2))
+        shutil.rmtree(config.run_dir / CHECKPOINT, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return TrainResult(tag=tag, metadata=metadata, run_dir=config.run_dir, history=history)
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def _class_weights(data: DataSplits) -> torch.Tensor:
+    counts = torch.tensor(list(data.label_counts.values()), dtype=torch.float)
+    return counts.sum() / (len(counts) * counts.clamp(min=1))
+
+
+def _mixed_precision(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+class _StopOnSignal:
+    """Turns the first SIGINT/SIGTERM into a request to checkpoint and stop."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # a second signal stops at once
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def _save_checkpoint(accelerator, run_dir: Path, config: TrainConfig, progress: dict, best) -> None:
+    path = run_dir / CHECKPOINT
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        (path / "progress.json").write_text(json.dumps(progress))
+        (path / "config.json").write_text(config.model_dump_json(exclude={"resume"}))
+        if best is not None:
+            torch.save(best, path / "best_weights.pt")
+    accelerator.wait_for_everyone()
+
+
+def _load_state(run_dir: Path, config: TrainConfig) -> dict:
+    path = run_dir / CHECKPOINT
+    if not (path / "progress.json").exists():
+        raise FileNotFoundError(f"--resume: no checkpoint in {path}; run without --resume")
+    saved = TrainConfig.model_validate_json((path / "config.json").read_text())
+    if saved.model_dump(exclude={"resume"}) != config.model_dump(exclude={"resume"}):
+        raise ValueError(
+            f"--resume: the flags differ from the interrupted run's ({path / 'config.json'})"
+        )
+    return json.loads((path / "progress.json").read_text())
+
+
+def _load_best(run_dir: Path):
+    path = run_dir / CHECKPOINT / "best_weights.pt"
+    return torch.load(path, weights_only=True) if path.exists() else None
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    return (
+        f"epoch {row['epoch']}/{epochs}  train_loss {row['train_loss']:.4f}  "
+        f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  "
+        f"val_f1 {row['val_macro_f1']:.4f}  lr {row['lr']:.2e}  {row['seconds']:.1f}s"
+    )
+
+
+def _metadata(
+    config, data: DataSplits, preprocessing, temperature, val: Evaluation, test
+) -> ModelMetadata:
+    return ModelMetadata(
+        labels=data.labels,
+        backbone=config.backbone,
+        strategy=config.strategy,
+        image_size=(preprocessing.height, preprocessing.width),
+        temperature=temperature,
+        label_counts=data.label_counts,
+        validation=val.metrics,
+        test=test.metrics if test else None,
+        dataset_fingerprint=data.fingerprint,
+        split=data.sizes,
+        training_config=_resolved_config(config, data),
+        versions={
+            pkg: version(pkg)
+            for pkg in ("visiontune", "torch", "transformers", "accelerate", "peft", "bentoml")
+        },
+    )
+
+
+def _resolved_config(config: TrainConfig, data: DataSplits) -> dict:
+    resolved = config.model_dump(mode="json", exclude={"resume"})
+    resolved["output_dir"] = str(config.run_dir)
+    if config.strategy == "partial":
+        resolved["unfreeze_blocks"] = config.resolved_blocks
+    if config.strategy == "lora":
+        resolved.update(lora_rank=config.resolved_lora_rank, lora_alpha=config.resolved_lora_alpha)
+    resolved["skipped_files"] = [f"{path}: {reason}" for path, reason in data.skipped]
+    resolved["given_split"] = data.given_split
+    return {key: value for key, value in resolved.items() if value is not None}
+
+
+def _summary(tag: str, metadata: ModelMetadata, val: Evaluation, test, data: DataSplits) -> dict:
+    return {
+        "tag": tag,
+        "backbone": metadata.backbone,
+        "strategy": metadata.strategy,
+        "temperature": metadata.temperature,
+        "dataset_fingerprint": metadata.dataset_fingerprint,
+        "split": data.sizes,
+        "label_counts": data.label_counts,
+        "skipped": len(data.skipped),
+        "validation": val.as_dict(),
+        "test": test.as_dict() if test else None,
+    }
