@@ -99,6 +99,25 @@ def load_data(config: TrainConfig) -> DataSplits:
     return data
 
 
+def load_labelled(config: TrainConfig, labels: list[str]) -> list[Example]:
+    """Every image of ``config.data`` (its test split, if it has one), with ids in ``labels``' order."""
+    splits, found, _, _, given = _read_source(config)
+    if given and splits.get("test"):
+        examples = splits["test"]
+    else:
+        examples = [example for split in splits.values() for example in split]
+    unknown = [name for name in found if name not in labels]
+    if unknown:
+        raise DataError(
+            f"--data {config.data}: label(s) {', '.join(unknown)} unknown to the model "
+            f"(it knows {', '.join(labels)})"
+        )
+    if not examples:
+        raise DataError(f"--data {config.data}: no images found")
+    remap = {i: labels.index(name) for i, name in enumerate(found)}
+    return [(source, remap[label]) for source, label in examples]
+
+
 def _read_source(config: TrainConfig):
     if config.data == "digits":
         return _read_digits()

@@ -184,14 +184,36 @@ def _plot_history(path: Path, history: list[dict]) -> None:
 
 @torch.inference_mode()
 def collect_logits(
-    model, loader, preprocessing: Preprocessing, accelerator
+    model, loader, preprocessing: Preprocessing, accelerator=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of a whole loader (gathered from every process under Accelerate)."""
     model.eval()
+    device = accelerator.device if accelerator else next(model.parameters()).device
     all_logits, all_labels = [], []
     for images, labels in loader:
-        images, labels = images.to(accelerator.device), labels.to(accelerator.device)
+        images, labels = images.to(device), labels.to(device)
         logits = model(pixel_values=preprocessing.normalize(images)).logits.float()
-        logits, labels = accelerator.gather_for_metrics((logits, labels))
+        if accelerator:
+            logits, labels = accelerator.gather_for_metrics((logits, labels))
         all_logits.append(logits.cpu())
         all_labels.append(labels.cpu())
     return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def evaluate_stored(tag: str, data_flags: dict, output_dir: Path | None = None) -> Evaluation:
+    """Evaluate a model from the store on a dataset whose labels it knows."""
+    from training.config import TrainConfig
+    from training.data import ImageSet, load_labelled, make_loader
+    from training.store import load_model
+
+    model, preprocessing, metadata, resolved = load_model(tag)
+    config = TrainConfig.model_validate({**data_flags, "backbone": metadata.backbone})
+    examples = load_labelled(config, metadata.labels)
+    loader = make_loader(ImageSet(examples, preprocessing), config.batch_size)
+    logits, labels = collect_logits(model, loader, preprocessing)
+    evaluation = evaluate_logits(logits, labels, metadata.labels, metadata.temperature)
+    if output_dir is not None:
+        summary = {"tag": str(resolved), "data": config.data, "test": evaluation.as_dict()}
+        summary["validation"] = summary["test"]
+        write_report(Path(output_dir), summary, [], metadata.labels)
+    return evaluation

@@ -10,6 +10,7 @@ its pooled features. :func:`apply_strategy` then decides what trains.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
@@ -27,6 +28,7 @@ def create_model(
     backbone: str, labels: list[str], image_size: int | None = None
 ) -> tuple[nn.Module, Preprocessing]:
     """Load ``backbone`` with a new head for ``labels``, and the preprocessing it expects."""
+    _check_local(backbone)
     try:
         config = AutoConfig.from_pretrained(backbone, trust_remote_code=False)
     except Exception as err:  # OSError, ValueError, hub errors: all mean "cannot load"
@@ -52,6 +54,16 @@ def create_model(
         hf_logging.set_verbosity(verbosity)
     reset_head(model)
     return model, _preprocessing(backbone, model, image_size)
+
+
+def _check_local(backbone: str) -> None:
+    """A path-like backbone gets a plain message instead of the hub's repo-id error."""
+    path = Path(backbone).expanduser()
+    looks_local = backbone.startswith(("/", ".", "~")) or path.exists()
+    if looks_local and not path.is_dir():
+        raise BackboneError(f"--backbone {backbone}: no such folder")
+    if looks_local and not (path / "config.json").exists():
+        raise BackboneError(f"--backbone {backbone}: not a Hugging Face model folder (no config.json)")
 
 
 def head_modules(model: nn.Module) -> dict[str, nn.Module]:
