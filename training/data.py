@@ -197,7 +197,13 @@ def _find_bad_images(paths: list[Path]) -> list[tuple[Path, str]]:
 def _is_hf_dataset_folder(path: Path) -> bool:
     markers = ("dataset_dict.json", "dataset_info.json", "state.json")
     has_data_files = any(path.glob("*.parquet")) or any(path.glob("data/*"))
-    return any((path / m).exists() for m in markers) or has_data_files
+    return any((path / m).exists() for m in markers) or has_data_files or _has_metadata(path)
+
+
+def _has_metadata(path: Path) -> bool:
+    """An ``imagefolder`` dataset whose labels (or other columns) come from a metadata file."""
+    names = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
+    return any((folder / name).exists() for folder in (path, *_subdirs(path)) for name in names)
 
 
 def _read_hf(config: TrainConfig, path: Path | None):
