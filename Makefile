@@ -27,7 +27,7 @@ install: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/python -m training.demo
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed tools podman
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -40,3 +40,29 @@ lint: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# Container image and local deployment (deploy/, README "Deploy"): podman,
+# buildah and the offline checkers are installed on first use.
+TOOLS := .venv-tools
+
+.PHONY: tools podman image deploy-local undeploy-local
+
+$(TOOLS)/.installed: deploy/tools/requirements.txt deploy/tools/crd/package-lock.json
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet -r deploy/tools/requirements.txt
+	npm ci --silent --no-audit --no-fund --prefix deploy/tools/crd
+	touch $@
+
+tools: $(TOOLS)/.installed
+
+podman:
+	deploy/local/setup-podman.sh
+
+image: $(BIN)/.installed podman
+	deploy/local/build-image.sh
+
+deploy-local: $(BIN)/.installed podman
+	deploy/local/deploy.sh
+
+undeploy-local: podman
+	deploy/local/undeploy.sh

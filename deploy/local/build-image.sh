@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Build the CPU bento (bentofile-cpu.yaml) and containerize it with podman,
+# from the locally built base image; nothing is pulled from a registry.
+#
+#   VISIONTUNE_MODEL  model tag to pack (default visiontune-classifier:latest),
+#                     from the store at BENTOML_HOME (default ~/bentoml)
+#   IMAGE             image to tag (default localhost/visiontune-cpu:local,
+#                     what deploy/k8s/overlays/local runs)
+#   TORCH_WHEEL       the torch 2.13.0 CPU wheel (default: this machine's copy)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+BENTOML=${BENTOML:-.venv/bin/bentoml}
+IMAGE=${IMAGE:-localhost/visiontune-cpu:local}
+MODEL=${VISIONTUNE_MODEL:-visiontune-classifier:latest}
+WHEEL_NAME=torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
+TORCH_WHEEL=${TORCH_WHEEL:-/opt/wheels/$WHEEL_NAME}
+# The build trusts the CAs this host trusts (a site's TLS proxy included):
+# uv in the build container reads the host's bundle (UV_SYSTEM_CERTS).
+CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+
+stage_torch_wheel() {
+    mkdir -p build/wheels
+    [ -f "build/wheels/$WHEEL_NAME" ] || cp "$TORCH_WHEEL" "build/wheels/$WHEEL_NAME"
+}
+
+check_model() {
+    "$BENTOML" models get "$MODEL" >/dev/null 2>&1 || {
+        echo "build-image: no model $MODEL in the store; train one first" >&2
+        echo "  (make demo, or: visiontune train --data digits --backbone ...)" >&2
+        exit 1
+    }
+}
+
+build_bento() {
+    VISIONTUNE_MODEL=$MODEL "$BENTOML" build -f bentofile-cpu.yaml --output tag | tail -1 \
+        | sed 's/^__tag__://'
+}
+
+containerize() {
+    local bento=$1
+    local mounts=()
+    [ -f "$CA_BUNDLE" ] && mounts=(--opt "volume=$CA_BUNDLE:$CA_BUNDLE:ro")
+    "$BENTOML" containerize "$bento" --backend podman --opt network=host "${mounts[@]}" \
+        --image-tag "$IMAGE"
+}
+
+deploy/local/build-base-image.sh
+stage_torch_wheel
+check_model
+BENTO=$(build_bento)
+echo "build-image: built bento $BENTO"
+containerize "$BENTO"
+echo "build-image: $IMAGE serves bento $BENTO"
