@@ -1,0 +1,127 @@
+"""The ``visiontune_*`` Prometheus metrics, next to BentoML's own ``bentoml_service_*``.
+
+``bentoml serve`` runs each worker with ``PROMETHEUS_MULTIPROC_DIR`` set and its
+``/metrics`` merges the files every worker writes there, so counts add up over
+workers. ``prometheus_client`` picks that mode when a metric is created, so the
+collectors are created on first use inside a worker, never at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import deque
+from collections.abc import Sequence
+
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Collectors:
+    """Every metric this service exports, created once per process."""
+
+    def __init__(self):
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.predictions = Counter(
+            "visiontune_predictions", "Images classified, by predicted label.", ["label"]
+        )
+        self.confidence = Histogram(
+            "visiontune_prediction_confidence",
+            "Calibrated score of the predicted label.",
+            buckets=CONFIDENCE_BUCKETS,
+        )
+        self.low_confidence = Counter(
+            "visiontune_low_confidence_predictions",
+            "Predictions whose calibrated score is below VISIONTUNE_LOW_CONFIDENCE.",
+        )
+        self.preprocess_seconds = Histogram(
+            "visiontune_preprocess_seconds",
+            "Decoding and resizing the images of one request.",
+            buckets=SECONDS_BUCKETS,
+        )
+        self.inference_seconds = Histogram(
+            "visiontune_inference_seconds",
+            "One batched forward pass: normalisation, model and calibrated softmax.",
+            buckets=SECONDS_BUCKETS,
+        )
+        self.rejected_inputs = Counter(
+            "visiontune_rejected_inputs", "Requests refused as bad input, by reason.", ["reason"]
+        )
+        self.model_info = Gauge(
+            "visiontune_model_info",
+            "The model this server answers with (always 1).",
+            ["tag", "backbone"],
+            multiprocess_mode="max",
+        )
+        self.label_drift = Gauge(
+            "visiontune_label_drift",
+            "Total variation distance between the labels of a worker's last "
+            "VISIONTUNE_DRIFT_WINDOW predictions and the training labels (0 same, 1 disjoint; "
+            "0 until the window is full); the largest over workers.",
+            multiprocess_mode="livemax",
+        )
+
+
+@functools.cache
+def collectors() -> Collectors:
+    return Collectors()
+
+
+def rejected_inputs():
+    return collectors().rejected_inputs
+
+
+class LabelMix:
+    """The label distribution of a sliding window of predictions against a reference."""
+
+    def __init__(self, reference: Sequence[float], window: int):
+        self.reference = list(reference)
+        self.window: deque[int] = deque(maxlen=window)
+        self.counts = [0] * len(self.reference)
+
+    def add(self, label: int) -> float | None:
+        """Record one predicted label id; the distance once the window is full, else None."""
+        if len(self.window) == self.window.maxlen:
+            self.counts[self.window[0]] -= 1
+        self.window.append(label)
+        self.counts[label] += 1
+        if len(self.window) < self.window.maxlen:
+            return None
+        return self.distance()
+
+    def distance(self) -> float:
+        """Total variation: half the L1 distance between the two distributions."""
+        total = len(self.window) or 1
+        return 0.5 * sum(
+            abs(n / total - p) for n, p in zip(self.counts, self.reference, strict=True)
+        )
+
+
+class PredictionMetrics:
+    """What the service records about the predictions of the model it serves."""
+
+    def __init__(
+        self,
+        *,
+        tag: str,
+        backbone: str,
+        labels: Sequence[str],
+        training_distribution: Sequence[float],
+        low_confidence: float,
+        drift_window: int,
+    ):
+        self.collectors = collectors()
+        self.collectors.model_info.labels(tag=tag, backbone=backbone).set(1)
+        self.label_ids = {label: index for index, label in enumerate(labels)}
+        self.low_confidence = low_confidence
+        self.mix = LabelMix(training_distribution, drift_window)
+
+    def record(self, label: str, score: float) -> None:
+        c = self.collectors
+        c.predictions.labels(label=label).inc()
+        c.confidence.observe(score)
+        if score < self.low_confidence:
+            c.low_confidence.inc()
+        drift = self.mix.add(self.label_ids[label])
+        if drift is not None:
+            c.label_drift.set(drift)

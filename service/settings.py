@@ -1,0 +1,102 @@
+"""Serving knobs, read from ``VISIONTUNE_*`` environment variables and validated once.
+
+They are read when the service module is imported, because BentoML takes the
+batching parameters and the worker count from the decorators. A bad value stops
+``bentoml serve`` at start-up with the variable's name in the message.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contract.images import DEFAULT_MAX_PIXELS
+from contract.savedmodel import DEFAULT_MODEL_TAG
+
+PREFIX = "VISIONTUNE_"
+
+
+class Settings(BaseModel):
+    """Each field is set by ``VISIONTUNE_<FIELD NAME IN CAPITALS>``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    model: str = Field(DEFAULT_MODEL_TAG, description="Tag of the stored model to serve.")
+    max_batch_size: int = Field(
+        32, ge=1, description="Most images in one forward pass; 1 turns adaptive batching off."
+    )
+    max_latency_ms: int = Field(
+        10_000,
+        ge=1,
+        description="Longest a queued image may wait for its batch; past it BentoML answers 503.",
+    )
+    workers: int = Field(
+        1, ge=1, description="Worker processes, each with its own copy of the model."
+    )
+    max_images: int = Field(64, ge=1, description="Most images in one request.")
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS,
+        ge=1,
+        description="Largest width x height accepted, checked before decoding.",
+    )
+    max_body_mb: float = Field(32, gt=0, description="Largest request body in MiB.")
+    top_k: int = Field(
+        5, ge=1, description="Labels per image in the answer unless the request says."
+    )
+    low_confidence: float = Field(
+        0.5, ge=0, le=1, description="Calibrated scores below this count as low confidence."
+    )
+    drift_window: int = Field(
+        1000, ge=1, description="Recent predictions per worker compared with the training labels."
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model (slower start, faster steps)."
+    )
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values = {
+            name: environ[PREFIX + name.upper()]
+            for name in cls.model_fields
+            if PREFIX + name.upper() in environ
+        }
+        return cls.model_validate(values)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def batching(self) -> dict[str, Any]:
+        """Keyword arguments of the model's ``@bentoml.api``: batching is off at size 1."""
+        if self.max_batch_size == 1:
+            return {"batchable": False}
+        return {
+            "batchable": True,
+            "max_batch_size": self.max_batch_size,
+            "max_latency_ms": self.max_latency_ms,
+        }
+
+    def cpu_threads(self) -> int:
+        """Torch threads per worker: the CPUs this container may use, shared by the workers."""
+        return max(1, available_cpus() // self.workers)
+
+
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may run on, honouring a cgroup v2 quota (a Kubernetes CPU limit)."""
+    count = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cgroup.read_text().split()
+    except (OSError, ValueError):
+        return count
+    if quota == "max":
+        return count
+    return max(1, min(count, math.ceil(int(quota) / int(period))))
+
+
+settings = Settings.from_env()
