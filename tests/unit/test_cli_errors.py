@@ -1,0 +1,106 @@
+"""`visiontune` errors: exit 2 and exactly one stderr line `visiontune: error: ...`, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def visiontune(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "training.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("visiontune: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert result.stdout == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        ((), ["COMMAND"]),
+        (("fly",), ["fly"]),
+        (("train", "--backbone", "b"), ["--data", "required"]),
+        (("train", "--data", "digits"), ["--backbone", "required"]),
+        (("train", "--data", "digits", "--backbone", "b", "--epochs", "0"), ["--epochs"]),
+        (("train", "--data", "digits", "--backbone", "b", "--epochs", "many"), ["--epochs"]),
+        (("train", "--data", "digits", "--backbone", "b", "--lr", "-1"), ["--lr"]),
+        (
+            ("train", "--data", "digits", "--backbone", "b", "--strategy", "all"),
+            ["--strategy", "all"],
+        ),
+        (("train", "--data", "digits", "--backbone", "b", "--colour"), ["--colour"]),
+        (
+            ("train", "--data", "digits", "--backbone", "b", "--layer-decay", "0.8"),
+            ["--layer-decay", "--strategy full"],
+        ),
+        (
+            (
+                "train",
+                "--data",
+                "digits",
+                "--backbone",
+                "b",
+                "--strategy",
+                "partial",
+                "--lora-rank",
+                "4",
+            ),
+            ["--lora-rank", "--strategy lora"],
+        ),
+        (("evaluate", "--data", "digits"), ["tag"]),
+        (("evaluate", "m:1"), ["--data"]),
+        (("models", "a", "b"), ["b"]),
+    ],
+)
+def test_usage_errors_are_one_line(args, fragments):
+    assert_one_line_error(visiontune(*args), *fragments)
+
+
+def test_unknown_backbone_folder(tmp_path):
+    result = visiontune("train", "--data", "digits", "--backbone", str(tmp_path / "nowhere"))
+    assert_one_line_error(result, "no such folder", str(tmp_path / "nowhere"))
+
+
+def test_missing_data_folder(tmp_path):
+    result = visiontune("train", "--data", str(tmp_path / "nothing"), "--backbone", "b")
+    assert_one_line_error(result, "no such folder")
+
+
+def test_unknown_model_tag_for_evaluate(tmp_path):
+    result = visiontune(
+        "evaluate", "no-such-model:v1", "--data", "digits", env={"BENTOML_HOME": str(tmp_path)}
+    )
+    assert_one_line_error(result, "no-such-model")
+
+
+def test_models_on_an_empty_store(tmp_path):
+    result = visiontune("models", env={"BENTOML_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "no visiontune models" in result.stdout
+
+
+def test_help_lists_the_config_flags():
+    result = visiontune("train", "--help")
+    assert result.returncode == 0
+    for flag in ("--strategy", "--layer-decay", "--per-class", "--strict", "--resume", "--stage"):
+        assert flag in result.stdout
+    assert "(default: linear)" in result.stdout
