@@ -44,8 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(_one_line(err))
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line like every other error (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_ERROR, f"visiontune: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="visiontune",
         description="Fine-tune a vision backbone with a new head and keep it in the BentoML store.",
     )
