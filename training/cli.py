@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from contract.savedmodel import STAGE_LABEL
+from training import client
 from training.config import TrainConfig
 
 EXIT_ERROR = 2
@@ -75,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list stored models with stage and key metrics")
     models.add_argument("name", nargs="?", help="only models of this name")
     models.set_defaults(run=_models)
+
+    predict = commands.add_parser("predict", help="classify image files with a running service")
+    client.add_arguments(predict)
+    predict.set_defaults(run=client.run)
     return parser
 
 
