@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ PREFIX = "VISIONTUNE_"
 class Settings(BaseModel):
     """Each field is set by ``VISIONTUNE_<FIELD NAME IN CAPITALS>``."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(
+        frozen=True, alias_generator=lambda name: PREFIX + name.upper(), populate_by_name=True
+    )
 
     model: str = Field(DEFAULT_MODEL_TAG, description="Tag of the stored model to serve.")
     max_batch_size: int = Field(
@@ -58,14 +61,10 @@ class Settings(BaseModel):
     )
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``VISIONTUNE_*`` variables; errors name the variable."""
         environ = os.environ if environ is None else environ
-        values = {
-            name: environ[PREFIX + name.upper()]
-            for name in cls.model_fields
-            if PREFIX + name.upper() in environ
-        }
-        return cls.model_validate(values)
+        return cls.model_validate({k: v for k, v in environ.items() if k.startswith(PREFIX)})
 
     @property
     def max_body_bytes(self) -> int:
