@@ -1,0 +1,143 @@
+"""Real servers: ``bentoml serve service:ImageClassifier`` in a subprocess on a free port.
+
+The model is a tiny ResNet trained on the digits with `visiontune train`'s own
+code into the test model store. Each server gets its own BENTOML_HOME (sharing
+the store's models) because ``bentoml serve`` empties the Prometheus folder under
+BENTOML_HOME when it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import REPO
+
+START_TIMEOUT_S = 120
+
+# small limits, so the bad-input tests stay cheap
+LIMITS = {
+    "VISIONTUNE_MAX_IMAGES": "8",
+    "VISIONTUNE_MAX_BODY_MB": "1",
+    "VISIONTUNE_MAX_PIXELS": "1000000",
+    "VISIONTUNE_DRIFT_WINDOW": "12",
+    "VISIONTUNE_TOP_K": "3",
+}
+
+
+class Server:
+    """A running ``bentoml serve``; ``url``, ``log`` and a few helpers."""
+
+    def __init__(self, home: Path, env: dict[str, str]):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = home / "serve.log"
+        (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
+        command = [sys.executable, "-m", "bentoml", "serve", "service:ImageClassifier"]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=REPO,
+                env={**os.environ, "BENTOML_HOME": str(home), **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.client = httpx.Client(base_url=self.url, timeout=60)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"bentoml serve exited with {self.process.returncode}:\n{self.tail()}")
+            try:
+                if self.client.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        pytest.fail(f"bentoml serve not ready after {START_TIMEOUT_S}s:\n{self.tail()}")
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def classify(self, paths: list[Path], **data) -> httpx.Response:
+        files = [("images", (path.name, path.read_bytes(), "image/png")) for path in paths]
+        return self.client.post("/classify", files=files, data=data)
+
+    def metrics(self) -> dict[str, dict[tuple, float]]:
+        """Samples by name, then by sorted label pairs."""
+        text = self.client.get("/metrics").text
+        samples: dict[str, dict[tuple, float]] = defaultdict(dict)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
+        return samples
+
+
+def total(samples: dict[str, dict[tuple, float]], name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(v for key, v in samples.get(name, {}).items() if wanted <= set(key))
+
+
+@pytest.fixture(scope="session")
+def digits_model(make_backbone, tmp_path_factory) -> str:
+    from training.config import TrainConfig
+    from training.train import train
+
+    config = TrainConfig(
+        data="digits",
+        backbone=str(make_backbone("resnet", image_size=16)),
+        image_size=16,
+        strategy="full",
+        lr=3e-3,
+        epochs=3,
+        name="digits-serve",
+        output_dir=tmp_path_factory.mktemp("digits-run"),
+    )
+    return str(train(config).tag)
+
+
+@pytest.fixture(scope="session")
+def digit_files(digits_folder) -> dict[str, list[Path]]:
+    """The digits folder's PNG files by label."""
+    return {folder.name: sorted(folder.glob("*.png")) for folder in sorted(digits_folder.iterdir())}
+
+
+@pytest.fixture(scope="session")
+def server(digits_model, tmp_path_factory):
+    """One worker, adaptive batching on, small input limits."""
+    running = Server(tmp_path_factory.mktemp("home"), {"VISIONTUNE_MODEL": digits_model, **LIMITS})
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,45 @@
+"""`visiontune predict` against the real server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+from training import client as predict
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    predict.add_arguments(parser)
+    return predict.run(parser.parse_args(list(argv)))
+
+
+def test_predict_a_folder_as_json(server, digit_files, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    for label in ("2", "7"):
+        (folder / label).mkdir(parents=True)
+        for path in digit_files[label][40:45]:
+            shutil.copy(path, folder / label / path.name)
+    (folder / "7" / "broken.png").write_bytes(digit_files["7"][0].read_bytes()[:30])
+
+    code = run(str(folder), "--url", server.url, "--json", "--batch-size", "4", "--top-k", "2")
+
+    answers = json.loads(capsys.readouterr().out)
+    assert code == 1  # one file failed
+    assert len(answers) == 11
+    broken = [a for a in answers if a["path"].endswith("broken.png")]
+    assert broken[0]["error"].startswith(("truncated", "not_an_image"))
+    classified = [a for a in answers if "error" not in a]
+    assert len(classified) == 10
+    right = sum(a["label"] == a["path"].split("/")[-2] for a in classified)
+    assert right >= 8
+    assert all(len(a["top_k"]) == 2 for a in classified)
+
+
+def test_predict_files_as_a_table(server, digit_files, capsys):
+    paths = [str(digit_files[label][50]) for label in ("0", "1")]
+    assert run(*paths, "--url", server.url) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["PATH", "LABEL", "SCORE"]
+    assert [line.split()[0] for line in lines[1:]] == paths

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from contract.savedmodel import DEFAULT_MODEL_TAG, MODEL_ENV
+from service.settings import Settings, available_cpus
+
+
+def test_defaults_without_environment():
+    settings = Settings.from_env({})
+    assert settings.model == DEFAULT_MODEL_TAG
+    assert settings.batching == {"batchable": True, "max_batch_size": 32, "max_latency_ms": 10_000}
+    assert settings.max_body_bytes == 32 * 1024 * 1024
+
+
+def test_environment_sets_fields_and_ignores_other_variables():
+    settings = Settings.from_env(
+        {
+            MODEL_ENV: "digits:v1",
+            "VISIONTUNE_MAX_BATCH_SIZE": "8",
+            "VISIONTUNE_MAX_LATENCY_MS": "250",
+            "VISIONTUNE_COMPILE": "true",
+            "VISIONTUNE_URL": "http://elsewhere",
+            "HOME": "/root",
+        }
+    )
+    assert settings.model == "digits:v1"
+    assert settings.batching == {"batchable": True, "max_batch_size": 8, "max_latency_ms": 250}
+    assert settings.compile is True
+
+
+def test_batch_size_one_turns_batching_off():
+    assert Settings.from_env({"VISIONTUNE_MAX_BATCH_SIZE": "1"}).batching == {"batchable": False}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("VISIONTUNE_MAX_BATCH_SIZE", "0"),
+        ("VISIONTUNE_WORKERS", "two"),
+        ("VISIONTUNE_LOW_CONFIDENCE", "1.5"),
+        ("VISIONTUNE_MAX_BODY_MB", "-1"),
+    ],
+)
+def test_a_bad_value_names_its_variable(variable, value):
+    with pytest.raises(ValidationError, match=variable):
+        Settings.from_env({variable: value})
+
+
+def test_cpu_threads_share_the_cpus_between_workers(monkeypatch):
+    monkeypatch.setattr("service.settings.available_cpus", lambda: 8)
+    assert Settings(workers=2).cpu_threads() == 4
+    assert Settings(workers=16).cpu_threads() == 1
+
+
+def test_available_cpus_honours_a_cgroup_quota(tmp_path, monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    quota = tmp_path / "cpu.max"
+    quota.write_text("250000 100000\n")
+    assert available_cpus(quota) == 3
+    quota.write_text("max 100000\n")
+    assert available_cpus(quota) == 16
+    assert available_cpus(tmp_path / "missing") == 16
