@@ -63,7 +63,9 @@ def _check_local(backbone: str) -> None:
     if looks_local and not path.is_dir():
         raise BackboneError(f"--backbone {backbone}: no such folder")
     if looks_local and not (path / "config.json").exists():
-        raise BackboneError(f"--backbone {backbone}: not a Hugging Face model folder (no config.json)")
+        raise BackboneError(
+            f"--backbone {backbone}: not a Hugging Face model folder (no config.json)"
+        )
 
 
 def head_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -120,6 +122,20 @@ def apply_strategy(model: nn.Module, config: TrainConfig) -> Trainable:
             param.requires_grad_(True)
     trainable = [p for p in model.parameters() if p.requires_grad]
     return Trainable(model, [{"params": trainable, "lr": config.lr}])
+
+
+def train_mode(model: nn.Module) -> None:
+    """``model.train()``, but frozen batch norms keep their running statistics.
+
+    A frozen backbone must compute what it computed before training: without this,
+    ``linear`` and ``partial`` would still change the backbone's BatchNorm buffers.
+    """
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters(recurse=False))
+        frozen = params and not any(p.requires_grad for p in params)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and frozen:
+            module.eval()
 
 
 def merge_adapters(model: nn.Module) -> nn.Module:

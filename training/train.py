@@ -37,7 +37,7 @@ from training.evaluate import (
     fit_temperature,
     write_report,
 )
-from training.model import apply_strategy, create_model, merge_adapters
+from training.model import apply_strategy, create_model, merge_adapters, train_mode
 from training.store import save_model
 
 CHECKPOINT = "checkpoint"
@@ -115,7 +115,7 @@ def train(config: TrainConfig) -> TrainResult:
             skip = progress["batches_done"]
             if skip:
                 loader = accelerator.skip_first_batches(loader, skip)
-            model.train()
+            train_mode(model)
             losses = []
             for batch_index, (images, labels) in enumerate(
                 tqdm(
