@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from contract.savedmodel import Metrics, ModelMetadata
 from tests.conftest import digit_image
 
 
@@ -61,3 +62,29 @@ def add_bad_files(folder: Path) -> list[Path]:
         path.write_bytes(data)
         paths.append(path)
     return paths
+
+
+def metadata(labels=("3", "5", "8"), **changes) -> ModelMetadata:
+    """Valid metadata for saving a model outside a training run."""
+    metrics = Metrics(
+        accuracy=0.5,
+        macro_f1=0.4,
+        per_class_f1={name: 0.4 for name in labels},
+        ece=0.1,
+        nll=1.0,
+        n=30,
+    )
+    values = {
+        "labels": list(labels),
+        "backbone": "some/backbone",
+        "strategy": "linear",
+        "image_size": (16, 16),
+        "temperature": 1.5,
+        "label_counts": {name: 10 for name in labels},
+        "validation": metrics,
+        "dataset_fingerprint": "abc",
+        "split": {"train": 30, "val": 30, "test": 0},
+        "training_config": {"data": "digits", "epochs": 1},
+        "versions": {"torch": "2"},
+    }
+    return ModelMetadata(**{**values, **changes})

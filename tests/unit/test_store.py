@@ -10,37 +10,12 @@ import pytest
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 
-from contract.savedmodel import STAGE_LABEL, Metrics, ModelMetadata, Stage
-from tests.helpers import digit_images
+from contract.savedmodel import STAGE_LABEL, ModelMetadata, Stage
+from tests.helpers import digit_images, metadata
 from training.model import create_model
 from training.store import list_models, load_model, save_model
 
 LABELS = ["3", "5", "8"]
-
-
-def metadata(labels=LABELS, **changes) -> ModelMetadata:
-    metrics = Metrics(
-        accuracy=0.5,
-        macro_f1=0.4,
-        per_class_f1={name: 0.4 for name in labels},
-        ece=0.1,
-        nll=1.0,
-        n=30,
-    )
-    values = {
-        "labels": labels,
-        "backbone": "some/backbone",
-        "strategy": "linear",
-        "image_size": (16, 16),
-        "temperature": 1.5,
-        "label_counts": {name: 10 for name in labels},
-        "validation": metrics,
-        "dataset_fingerprint": "abc",
-        "split": {"train": 30, "val": 30, "test": 0},
-        "training_config": {"data": "digits", "epochs": 1},
-        "versions": {"torch": torch.__version__},
-    }
-    return ModelMetadata(**{**values, **changes})
 
 
 def unique_name() -> str:
