@@ -1,0 +1,72 @@
+"""What the deploy tests share: rendering the overlays, and the checkers in .venv-tools."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+DEPLOY = REPO / "deploy"
+OVERLAYS = ("gpu", "cpu", "local")
+TOOLS = REPO / ".venv-tools" / "bin"
+CRD_VALIDATOR = DEPLOY / "tools" / "crd" / "validate-crds.mjs"
+# Series that Prometheus or an exporter other than the service provides.
+EXTERNAL_METRICS = {"up", "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED"}
+
+
+def tool(name: str) -> Path:
+    path = TOOLS / name
+    if not path.exists():
+        pytest.skip(f"{path} is missing: run `make tools`")
+    return path
+
+
+def run(command: list, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([str(part) for part in command], capture_output=True, text=True, **kwargs)
+
+
+@cache
+def render(target: str) -> str:
+    """`kubectl kustomize` of an overlay (or any kustomization under deploy/)."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl (with kustomize) is not installed")
+    folder = DEPLOY / "k8s" / "overlays" / target if target in OVERLAYS else DEPLOY / target
+    result = run(["kubectl", "kustomize", folder])
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def objects(target: str) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(render(target)) if doc]
+
+
+def one(target: str, kind: str) -> dict:
+    (found,) = [o for o in objects(target) if o["kind"] == kind]
+    return found
+
+
+def validate_crds(docs: list[dict]) -> subprocess.CompletedProcess:
+    if not (CRD_VALIDATOR.parent / "node_modules").exists():
+        pytest.skip("the CRD validator is not installed: run `make tools`")
+    return run(["node", CRD_VALIDATOR], input=json.dumps(docs))
+
+
+def promql_metrics() -> dict[str, list[str]]:
+    """Metric name -> where it is used, over the alert rules and the dashboard."""
+    result = run(
+        [
+            tool("python"),
+            DEPLOY / "tools" / "promql_metrics.py",
+            DEPLOY / "k8s" / "base" / "prometheusrule.yaml",
+            DEPLOY / "grafana" / "visiontune.json",
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
