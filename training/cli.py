@@ -127,8 +127,16 @@ def _is_list(annotation) -> bool:
     return typing.get_origin(annotation) is list
 
 
+def _quiet_transformers() -> None:
+    """transformers' own bars (loading/writing weights) are noise on stderr, not progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _train(args: argparse.Namespace) -> int:
     config = TrainConfig.model_validate(_config_values(args, TrainConfig))
+    _quiet_transformers()
     from training.train import train
 
     result = train(config)
@@ -146,6 +154,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate_stored
 
+    _quiet_transformers()
     values = {"data": args.data, **_config_values(args, TrainConfig)}
     evaluation = evaluate_stored(args.tag, values, args.output_dir)
     m = evaluation.metrics
