@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -88,3 +89,15 @@ def metadata(labels=("3", "5", "8"), **changes) -> ModelMetadata:
         "versions": {"torch": "2"},
     }
     return ModelMetadata(**{**values, **changes})
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit 2 and exactly one stderr line, `visiontune: error: ...` (so no traceback either)."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("visiontune: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert result.stdout == ""
+    return lines[0]

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from tests.helpers import assert_one_line_error
 
 
 def visiontune(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -20,17 +21,6 @@ def visiontune(*args: str, env: dict | None = None) -> subprocess.CompletedProce
         timeout=120,
         env={**os.environ, **(env or {})},
     )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("visiontune: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert result.stdout == ""
-    return lines[0]
 
 
 @pytest.mark.parametrize(
