@@ -6,23 +6,16 @@
 #                     from the store at BENTOML_HOME (default ~/bentoml)
 #   IMAGE             image to tag (default localhost/visiontune-cpu:local,
 #                     what deploy/k8s/overlays/local runs)
-#   TORCH_WHEEL       the torch 2.13.0 CPU wheel (default: this machine's copy)
+#   TORCH_WHEEL       the torch 2.13.0 CPU wheel (deploy/local/stage-torch-wheel.sh)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 BENTOML=${BENTOML:-.venv/bin/bentoml}
 IMAGE=${IMAGE:-localhost/visiontune-cpu:local}
 MODEL=${VISIONTUNE_MODEL:-visiontune-classifier:latest}
-WHEEL_NAME=torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
-TORCH_WHEEL=${TORCH_WHEEL:-/opt/wheels/$WHEEL_NAME}
 # The build trusts the CAs this host trusts (a site's TLS proxy included):
 # uv in the build container reads the host's bundle (UV_SYSTEM_CERTS).
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
-
-stage_torch_wheel() {
-    mkdir -p build/wheels
-    [ -f "build/wheels/$WHEEL_NAME" ] || cp "$TORCH_WHEEL" "build/wheels/$WHEEL_NAME"
-}
 
 check_model() {
     "$BENTOML" models get "$MODEL" >/dev/null 2>&1 || {
@@ -46,7 +39,7 @@ containerize() {
 }
 
 deploy/local/build-base-image.sh
-stage_torch_wheel
+deploy/local/stage-torch-wheel.sh
 check_model
 BENTO=$(build_bento)
 echo "build-image: built bento $BENTO"

@@ -1,0 +1,126 @@
+"""`bentoml build` of both bentofiles, offline, and lint of the Dockerfiles it generates."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.deploy.tools import DEPLOY, run, tool
+
+# Any attempt to reach the network fails fast: the build must not need it.
+OFFLINE = {
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "NO_PROXY": "",
+    "PIP_NO_INDEX": "1",
+    "UV_OFFLINE": "1",
+    "HF_HUB_OFFLINE": "1",
+}
+BENTOFILES = {"visiontune": "bentofile.yaml", "visiontune-cpu": "bentofile-cpu.yaml"}
+
+
+@pytest.fixture(scope="module")
+def stored_tag(tmp_path_factory) -> str:
+    """A tiny random digits classifier in the test store (building needs no trained one)."""
+    from transformers import AutoModelForImageClassification
+
+    from contract.images import Preprocessing
+    from training.backbones import save_random_backbone
+    from training.store import save_model
+
+    labels = [str(digit) for digit in range(10)]
+    folder = save_random_backbone(tmp_path_factory.mktemp("resnet"), "resnet", 16, num_labels=10)
+    model = AutoModelForImageClassification.from_pretrained(folder)
+    preprocessing = Preprocessing(16, 16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    return str(save_model(model, preprocessing, _metadata(labels), name="deploy-build-test"))
+
+
+def _metadata(labels: list[str]):
+    from contract.savedmodel import Metrics, ModelMetadata
+
+    metrics = Metrics(
+        accuracy=0.1, macro_f1=0.1, per_class_f1=dict.fromkeys(labels, 0.1), ece=0, nll=2.3, n=10
+    )
+    return ModelMetadata(
+        labels=labels,
+        backbone="resnet tiny (random)",
+        strategy="full",
+        image_size=(16, 16),
+        temperature=1.0,
+        label_counts=dict.fromkeys(labels, 1),
+        validation=metrics,
+        dataset_fingerprint="none",
+        split={"train": 10},
+        training_config={},
+        versions={},
+    )
+
+
+@pytest.fixture(scope="module", params=sorted(BENTOFILES))
+def bento(request, stored_tag) -> Path:
+    """The folder of a freshly built bento."""
+    name = request.param
+    if name == "visiontune-cpu":
+        staged = run([DEPLOY / "local" / "stage-torch-wheel.sh"])
+        assert staged.returncode == 0, staged.stderr
+    bentoml = Path(sys.executable).parent / "bentoml"
+    env = {**os.environ, **OFFLINE, "VISIONTUNE_MODEL": stored_tag}
+    built = run([bentoml, "build", "-f", BENTOFILES[name], "--output", "tag"], cwd=REPO, env=env)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    assert tag.startswith(f"{name}:")
+    return Path(os.environ["BENTOML_HOME"], "bentos", *tag.split(":"))
+
+
+def test_bento_packs_the_model_by_tag(bento, stored_tag):
+    info = yaml.safe_load((bento / "bento.yaml").read_text())
+    (service,) = info["services"]
+    assert [model["tag"] for model in service["models"]] == [stored_tag]
+    assert info["service"] == "service:ImageClassifier"
+
+
+def test_bento_holds_the_service_and_contract_only(bento):
+    sources = {p.relative_to(bento / "src").parts[0] for p in (bento / "src").rglob("*.py")}
+    assert sources == {"service", "contract"}
+
+
+def test_torch_comes_from_the_right_build(bento):
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text()
+    wheels = [p.name for p in (bento / "env" / "python" / "wheels").glob("*.whl")]
+    if bento.parent.name == "visiontune":
+        assert "torch==2.13.0" in requirements.splitlines()
+        assert wheels == []
+    else:
+        assert "torch" not in requirements
+        assert wheels == ["torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"]
+
+
+def test_generated_dockerfile_passes_hadolint(bento):
+    dockerfile = bento / "env" / "docker" / "Dockerfile"
+    result = run([tool("hadolint"), "--config", DEPLOY / "hadolint.yaml", dockerfile])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generated_dockerfile_passes_checkov(bento):
+    dockerfile = bento / "env" / "docker" / "Dockerfile"
+    result = run(
+        [
+            tool("checkov"),
+            "--file", dockerfile,
+            "--framework", "dockerfile",
+            "--config-file", DEPLOY / "checkov.yaml",
+            "--compact", "--quiet", "--skip-download",
+        ]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_generated_dockerfile_runs_as_the_bentoml_user(bento):
+    lines = (bento / "env" / "docker" / "Dockerfile").read_text().splitlines()
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users[-1] == "bentoml"
