@@ -31,7 +31,7 @@ import bentoml
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
@@ -40,6 +40,7 @@ from service import metrics
 from service.settings import settings
 
 TopK = Annotated[int, Field(ge=1, description="Labels returned per image, best first.")]
+_TOP_K = TypeAdapter(TopK)
 
 # pydantic's error types, in the vocabulary of the rejected-inputs metric
 _REASONS = {
@@ -127,39 +128,15 @@ class ImageFiles(DecodedImages):
     @classmethod
     async def from_http_request(cls, request: Request, serde: Any) -> ImageFiles:
         _expect_media_type(request, "multipart/form-data", "images sent as files")
-        fields = ImageFilesForm.model_fields
         try:
-            form = await request.form(max_files=settings.max_images, max_fields=len(fields))
+            form = await request.form(
+                max_files=settings.max_images, max_fields=len(ImageFilesForm.model_fields)
+            )
         except (MultiPartException, HTTPException, ValueError) as err:
             raise reject([_form_error(err)]) from None
         try:
-            errors = [
-                InputError(
-                    "unknown_field", f"unknown field {key!r}; expected 'images' or 'top_k'", (key,)
-                )
-                for key in form
-                if key not in fields
-            ]
-            parts = form.getlist("images")
-            if not parts:
-                errors.append(
-                    InputError("missing_field", "no files in the field 'images'", ("images",))
-                )
-            errors += [
-                InputError(
-                    "not_a_file",
-                    "send each image as a file part (curl -F images=@photo.jpg)",
-                    ("images", index),
-                )
-                for index, part in enumerate(parts)
-                if not isinstance(part, UploadFile)
-            ]
-            top_k = _top_k(form.get("top_k", settings.top_k))
-            if isinstance(top_k, InputError):
-                errors.append(top_k)
-            if errors:
-                raise reject(errors)
-            files = [await part.read() for part in parts]
+            top_k = _check_form(form)
+            files = [await part.read() for part in form.getlist("images")]
         finally:
             await form.close()
         return cls.model_construct(images=await _decode(files, top_k))
@@ -250,11 +227,32 @@ def _form_error(err: Exception) -> InputError:
     return InputError("malformed_multipart", f"malformed multipart body: {message}")
 
 
-def _top_k(value: Any) -> int | InputError:
+def _check_form(form: FormData) -> int:
+    """The form's ``top_k``, or a rejection naming every problem of the form."""
+    errors = [
+        InputError("unknown_field", f"unknown field {key!r}; expected 'images' or 'top_k'", (key,))
+        for key in form
+        if key not in ImageFilesForm.model_fields
+    ]
+    parts = form.getlist("images")
+    if not parts:
+        errors.append(InputError("missing_field", "no files in the field 'images'", ("images",)))
+    errors += [
+        InputError(
+            "not_a_file",
+            "send each image as a file part (curl -F images=@photo.jpg)",
+            ("images", i),
+        )
+        for i, part in enumerate(parts)
+        if not isinstance(part, UploadFile)
+    ]
     try:
-        return TypeAdapter(TopK).validate_python(value)
+        top_k = _TOP_K.validate_python(form.get("top_k", settings.top_k))
     except ValidationError as err:
-        return InputError("invalid_value", err.errors()[0]["msg"], ("top_k",))
+        errors.append(InputError("invalid_value", err.errors()[0]["msg"], ("top_k",)))
+    if errors:
+        raise reject(errors)
+    return top_k
 
 
 async def _read(receive, limit: int) -> tuple[bytes, bool]:
