@@ -31,7 +31,11 @@ test: $(BIN)/.installed tools podman
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-bench: $(BIN)/.installed
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(BIN)/.bench-installed
 	$(BIN)/python -m benchmarks.run
 
 lint: $(BIN)/.installed

@@ -1,0 +1,239 @@
+"""BENCHMARKS.md, written from the JSON files in ``benchmarks/results/``.
+
+Every figure in the page comes from a result file; the prose around them says
+what was measured and how to reproduce it. ``python -m benchmarks.report``
+rewrites the page from the files already there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.common import REPO, RESULTS
+
+PAGE = REPO / "BENCHMARKS.md"
+GPU_COMMAND = "python -m benchmarks.serve_throughput --device cuda --preset vit-base --dtype bf16"
+
+
+def write(page: Path = PAGE) -> Path:
+    parts = [_intro()]
+    for name, render in (
+        ("train_throughput", _training),
+        ("transfer", _transfer),
+        ("serve_throughput", _serving),
+    ):
+        result = _load(RESULTS / f"{name}.json")
+        parts.append(render(result) if result else _missing(name))
+    parts.append(_gpu())
+    page.write_text("\n\n".join(part.strip() for part in parts) + "\n")
+    return page
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _intro() -> str:
+    return """
+# Benchmarks
+
+`make bench` runs every script in `benchmarks/` (`python -m benchmarks.run`, about
+25 minutes on 2 cores), writes `benchmarks/results/*.json` and rebuilds this page
+from them. Each script also runs alone, `--quick` for a short sanity run:
+`python -m benchmarks.train_throughput`, `benchmarks.transfer`,
+`benchmarks.serve_throughput`. Models are built from configs with random or
+project-trained weights and kept in a temporary BentoML store; nothing is
+downloaded.
+
+Compared variants are measured side by side in one run: they alternate in a
+rotating order, each is repeated, and the figures are medians over the
+repetitions, so that other work on the machine slows all of them alike. Ratios
+are only meaningful within one run; absolute figures move with the load on the
+machine, which each section records (load average when the script started).
+"""
+
+
+def _machine(result: dict) -> str:
+    m = result["machine"]
+    return (
+        f"Machine: {m['cpu']}, {m['usable_cpus']} usable cores, torch "
+        f"{m['versions'].get('torch', '?')} with {m['torch_threads']} intra-op thread(s) in "
+        f"the measuring process, load average {m['load_average_at_start'][0]} at the start; "
+        f"commit {m['git_commit']}, {result['finished']}, {result['wall_seconds']:.0f}s.\n"
+        f"Reproduce: `{result['command']}`"
+    )
+
+
+def _missing(name: str) -> str:
+    return f"## {name}\n\nNo result yet: run `python -m benchmarks.{name}`."
+
+
+def _training(result: dict) -> str:
+    lines = [
+        "## Training throughput (issue 2)",
+        "",
+        "Full fine-tuning of the same model, on the same decoded digits, at the same batch "
+        "size, by three loops: `visiontune` is `training.train.train()` unchanged; `plain` "
+        "is a bare forward/backward/AdamW loop over the cached tensor (the limit); "
+        "`hf_trainer` is `transformers.Trainer` with the same optimizer, schedule and "
+        "batch normalisation, no clipping, logging, evaluation or saving (the peer). Timed: "
+        "each epoch's training loop (data from the in-memory cache, normalisation, "
+        "forward, backward, optimizer and scheduler steps, progress bar), without the first "
+        "epoch (warm-up) and without decoding, validation, calibration or saving. "
+        f"{result['rounds']} rounds; ratios are medians of the per-round ratios.",
+        "",
+        "| workload | loop | images/s | ratio to plain | CPU ms/image |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for workload, w in result["workloads"].items():
+        described = (
+            f"{workload} (ViT `{w['preset']}`, {w['image_size']} px, batch {w['batch_size']}, "
+            f"{w['train_images_per_epoch']} images/epoch, {w['timed_epochs_per_run']} timed "
+            "epoch(s) per run)"
+        )
+        for loop in ("visiontune", "plain", "hf_trainer"):
+            lines.append(
+                f"| {described} | {loop} | {w['images_per_second'][loop]:.1f} | "
+                f"{w['ratio_to_plain'][loop]:.2f} | {w['cpu_ms_per_image'][loop]:.2f} |"
+            )
+            described = ""
+    lines += ["", "Target: `visiontune` at least 0.9 of `plain`."]
+    for workload, s in result["summary"].items():
+        verdict = "met" if s["met"] else "**missed**"
+        lines.append(
+            f"- {workload}: {s['visiontune_over_plain']:.2f} ({verdict}); by CPU time "
+            f"{s['visiontune_over_plain_cpu']:.2f}; HF Trainer {s['hf_trainer_over_plain']:.2f}."
+        )
+    lines += ["", _machine(result)]
+    return "\n".join(lines)
+
+
+def _transfer(result: dict) -> str:
+    table = result["table"]
+    columns = list(next(iter(table.values())))
+    lines = [
+        "## Transfer vs scratch (issue 2)",
+        "",
+        f"Held-out accuracy on {result['target_task']} (never seen in pretraining) with 5, 20 "
+        f"or all training examples per class. `linear`, `partial`, `full` and `lora` start from "
+        f"the small ViT ({result['image_size']} px) that `make demo` pretrains on "
+        f"{result['source_task']}; `scratch (full)` is the same architecture from random "
+        f"weights. `visiontune train` for each (at most {result['max_epochs']} epochs, early "
+        "stopping on validation); mean ± standard deviation over seeds (each seed draws other "
+        "examples).",
+        "",
+        "| strategy | " + " | ".join(f"{c} per class" for c in columns) + " |",
+        "| --- |" + " ---: |" * len(columns),
+    ]
+    for row, cells in table.items():
+        rendered = []
+        for column in columns:
+            cell = cells[column]
+            spread = f" ± {cell['std']:.3f}" if cell["seeds"] > 1 else ""
+            rendered.append(
+                f"{cell['mean']:.3f}{spread} ({cell['seeds']} seed{'s' * (cell['seeds'] > 1)})"
+            )
+        lines.append(f"| {row} | " + " | ".join(rendered) + " |")
+    rates = sorted({(r["row"], r["lr"]) for r in result["runs"]})
+    lines += [
+        "",
+        "Peak learning rates: " + ", ".join(f"{row} {lr:g}" for row, lr in rates) + ".",
+        "",
+        _machine(result),
+    ]
+    return "\n".join(lines)
+
+
+def _serving(result: dict, title: str = "## Serving throughput and latency (issue 3)") -> str:
+    image = result["image"]
+    serving = result.get("service_serving") or {}
+    lines = [
+        title,
+        "",
+        f"ViT `{result['preset']}` at 224x224 (random weights), {result['device']}, "
+        f"{result['dtype']} for the limit and the baseline; the service as configured by "
+        f"default ({_describe_serving(serving)}). Requests: one {image['size'][0]}x"
+        f"{image['size'][1]} JPEG (about {image['mean_bytes'] // 1024} KiB, {image['distinct']} "
+        f"distinct) per `POST /classify`, from one aiohttp client on 127.0.0.1 for every row, "
+        f"{result['seconds_per_level']:g}s per row after {result['warmup_seconds']:g}s of "
+        f"warm-up, {result['rounds']} rounds.",
+        "",
+        "In-process limit (`contract.images` decoding on a thread per core, `Preprocessing`, "
+        "one forward per batch, no HTTP):",
+        "",
+        "| batch size | images/s |",
+        "| ---: | ---: |",
+    ]
+    for size, rate in result["limit"]["images_per_second"].items():
+        lines.append(f"| {size} | {rate:.1f} |")
+    lines += [
+        "",
+        "Servers (client-side latency of each request):",
+        "",
+        "| server | concurrency | images/s | p50 ms | p95 ms | p99 ms | requests | failures |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    names = {
+        "service": "service, adaptive batching",
+        "service_unbatched": "service, batching off (`VISIONTUNE_MAX_BATCH_SIZE=1`)",
+        "baseline": "baseline: FastAPI + `pipeline()`, one at a time",
+    }
+    for name, levels in result["servers"].items():
+        label = names.get(name, name)
+        for c, row in levels.items():
+            failures = sum(row["failures"].values())
+            lines.append(
+                f"| {label} | {c} | {row['images_per_second']:.1f} | {row['p50_ms']:.0f} | "
+                f"{row['p95_ms']:.0f} | {row['p99_ms']:.0f} | {row['requests']} | {failures} |"
+            )
+            label = ""
+    targets = result["targets"]
+    c = targets["concurrency"]
+    best = result["limit"]["best_batch_size"]
+    lines += ["", f"Targets at concurrency {c}:", ""]
+    described = {
+        "service_over_best_limit": f"service / best in-process limit (batch {best})",
+        "service_over_unbatched": "service / service with batching off",
+        "service_over_baseline": "service / FastAPI + pipeline baseline",
+    }
+    lines += ["| ratio | measured | target | |", "| --- | ---: | ---: | --- |"]
+    for key, text in described.items():
+        t = targets[key]
+        lines.append(
+            f"| {text} | {t['value']:.2f} | {t['target']:g} | {'met' if t['met'] else '**missed**'} |"
+        )
+    lines += ["", _machine(result)]
+    return "\n".join(lines)
+
+
+def _describe_serving(serving: dict) -> str:
+    if not serving:
+        return "as reported by `GET /model`"
+    return ", ".join(f"{key} {value}" for key, value in serving.items())
+
+
+def _gpu() -> str:
+    found = sorted(RESULTS.glob("serve_throughput-cuda-*.json"))
+    found = [path for path in found if not path.name.endswith(".quick.json")]
+    if found:
+        return "\n\n".join(
+            _serving(_load(path), title=f"## Serving on a GPU ({path.stem})") for path in found
+        )
+    return f"""
+## Serving on a GPU
+
+Pending: no session with a GPU has run it yet. The target there is the service
+at concurrency 32 reaching at least 0.7 of the in-process limit with ViT-B/16 in
+bf16. On a machine with CUDA, run as is:
+
+```bash
+make install && .venv/bin/pip install -e '.[bench]'
+.venv/bin/{GPU_COMMAND}
+.venv/bin/python -m benchmarks.report   # adds the GPU section to this page
+```
+"""
+
+
+if __name__ == "__main__":
+    print(f"wrote {write()}")

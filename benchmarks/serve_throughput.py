@@ -1,0 +1,481 @@
+"""Serving throughput and latency: the service against the in-process limit and a baseline.
+
+A ViT of DeiT-tiny size (224 px, random weights: speed does not depend on them)
+is built from a config and stored with ``training.store.save_model``. Then,
+measured side by side in one run:
+
+1. ``limit``: in-process, no HTTP: ``contract.images`` decoding (a thread per
+   core, as a server would) + ``Preprocessing`` + one forward per batch, at batch
+   sizes 1-64;
+2. ``service``: ``bentoml serve service:ImageClassifier`` with its adaptive
+   batching (the service's own defaults);
+3. ``service_unbatched``: the same with ``VISIONTUNE_MAX_BATCH_SIZE=1``;
+4. ``baseline``: ``benchmarks/baseline_app.py``, FastAPI + a transformers
+   ``pipeline("image-classification")`` one image at a time (uvicorn, 1 worker).
+
+The three servers run at once on 127.0.0.1, idle unless spoken to; one asyncio
+client (aiohttp) sends every row the same requests: one JPEG (640x480) per
+``POST /classify``, ``--concurrency`` requests in flight, for ``--seconds`` after
+a warm-up, then waits for the last answers. Servers and concurrency levels are
+visited in a rotating order each round; figures are medians over rounds.
+
+On a GPU: ``--device cuda --preset vit-base --dtype bf16`` (the service picks
+CUDA and bf16 by itself; ``--dtype`` sets the limit's and the baseline's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import REPO, RESULTS, median, parser, percentile, rotations, write_result
+
+SERVERS = ["service", "service_unbatched", "baseline"]
+CONCURRENCY = [1, 8, 32, 64]
+BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64]
+IMAGE_SIZE = (640, 480)
+N_IMAGES = 32
+LABELS = [f"class-{i}" for i in range(10)]
+DTYPES = ("fp32", "bf16", "fp16")
+READY_TIMEOUT_S = 300
+REQUEST_TIMEOUT_S = 120
+MAX_REQUESTS_PER_LEVEL = 50_000
+
+
+def make_images(count: int = N_IMAGES, size: tuple[int, int] = IMAGE_SIZE) -> list[bytes]:
+    """Photo-like JPEGs: smooth colour fields, shapes and a little noise (fixed seed)."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(0)
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    images = []
+    for _ in range(count):
+        phases = rng.uniform(0, 2 * np.pi, 3)
+        scale = rng.uniform(60, 200)
+        channels = [
+            127 + 100 * np.sin(x / scale + phases[c]) * np.cos(y / (scale * 1.3) + phases[c])
+            for c in range(3)
+        ]
+        pixels = np.stack(channels, axis=-1) + rng.normal(0, 6, (height, width, 3))
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+        draw = ImageDraw.Draw(image)
+        for _ in range(6):
+            x0, y0 = rng.integers(0, width - 60), rng.integers(0, height - 60)
+            box = (
+                int(x0),
+                int(y0),
+                int(x0 + rng.integers(30, 200)),
+                int(y0 + rng.integers(30, 160)),
+            )
+            draw.ellipse(box, fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=90)
+        images.append(buffer.getvalue())
+    return images
+
+
+def store_model(preset: str, work: Path) -> tuple[str, Path]:
+    """A random ViT saved into the (benchmark's own) model store: (tag, folder)."""
+    import bentoml
+
+    from contract.savedmodel import Metrics, ModelMetadata
+    from training.backbones import save_random_backbone
+    from training.model import create_model
+    from training.store import save_model
+
+    backbone = save_random_backbone(work / f"vit-{preset}", "vit", 224, preset, num_labels=10)
+    model, preprocessing = create_model(str(backbone), LABELS)
+    unmeasured = Metrics(accuracy=0, macro_f1=0, per_class_f1={}, ece=0, nll=0, n=0)
+    metadata = ModelMetadata(
+        labels=LABELS,
+        backbone=f"random ViT ({preset} preset, benchmark only)",
+        strategy="none",
+        image_size=(preprocessing.height, preprocessing.width),
+        temperature=1.0,
+        label_counts=dict.fromkeys(LABELS, 1),
+        validation=unmeasured,
+        dataset_fingerprint="none",
+        split={},
+        training_config={},
+        versions={},
+    )
+    tag = save_model(model.eval(), preprocessing, metadata, name=f"bench-vit-{preset}")
+    return str(tag), Path(bentoml.models.get(tag).path)
+
+
+# --- 1. the in-process limit -------------------------------------------------------------
+
+
+class Limit:
+    """Decode + preprocess + forward in this process, batch by batch."""
+
+    def __init__(self, folder: Path, device: str, dtype: str, images: list[bytes]):
+        import torch
+        from transformers import AutoModelForImageClassification
+
+        from contract.images import Preprocessing
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.dtype = None if dtype == "fp32" else getattr(torch, _torch_dtype(dtype))
+        self.model = AutoModelForImageClassification.from_pretrained(folder).eval().to(self.device)
+        self.preprocessing = Preprocessing.from_pretrained(folder)
+        self.images = images
+        self.pool = ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)))
+        self.next = 0
+
+    def _decode(self, data: bytes) -> np.ndarray:
+        from contract.images import decode_image
+
+        image = decode_image(data, draft_size=self.preprocessing.draft_size)
+        return self.preprocessing.resize(image)
+
+    def batch(self, size: int) -> None:
+        torch = self.torch
+        chosen = [self.images[(self.next + i) % len(self.images)] for i in range(size)]
+        self.next += size
+        pixels = torch.from_numpy(np.stack(list(self.pool.map(self._decode, chosen))))
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+            values = self.preprocessing.normalize(pixels)
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                logits = self.model(pixel_values=values).logits
+            torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+    def measure(self, size: int, seconds: float) -> float:
+        """Images per second at batch ``size`` (after one warm-up batch)."""
+        self.batch(size)
+        done, started = 0, time.perf_counter()
+        while True:
+            self.batch(size)
+            done += size
+            elapsed = time.perf_counter() - started
+            if elapsed >= seconds and done >= 2 * size:
+                return done / elapsed
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+# --- the servers ---------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path):
+        self.name, self.command, self.env, self.log = name, command, env, log
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = [part.replace("{port}", str(self.port)) for part in self.command]
+        self.process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=self.env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # stop() ends the server's whole process group
+        )
+
+    def wait_ready(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.tail()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"{self.name} not ready in {READY_TIMEOUT_S}s:\n{self.tail()}")
+
+    def describe(self) -> dict | None:
+        """The service's own account of how it serves (``GET /model``), if it has one."""
+        import httpx
+
+        try:
+            response = httpx.get(f"{self.url}/model", timeout=10)
+        except httpx.HTTPError:
+            return None
+        return response.json().get("serving") if response.status_code == 200 else None
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+
+def make_servers(tag: str, folder: Path, device: str, dtype: str, logs: Path) -> dict[str, Server]:
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "VISIONTUNE_MODEL": tag, "PYTHONUNBUFFERED": "1"}
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run stays on the CPU even where a GPU exists
+    bentoml = [str(bin_dir / "bentoml"), "serve", "service:ImageClassifier"]
+    bentoml += ["--host", "127.0.0.1", "--port", "{port}"]
+    uvicorn = [sys.executable, "-m", "uvicorn", "benchmarks.baseline_app:app"]
+    uvicorn += ["--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
+    baseline_env = {
+        **env,
+        "BASELINE_MODEL": str(folder),
+        "BASELINE_DEVICE": device,
+        "BASELINE_DTYPE": dtype,
+    }
+    return {
+        "service": Server("service", bentoml, env, logs / "service.log"),
+        "service_unbatched": Server(
+            "service_unbatched",
+            bentoml,
+            {**env, "VISIONTUNE_MAX_BATCH_SIZE": "1"},
+            logs / "service_unbatched.log",
+        ),
+        "baseline": Server("baseline", uvicorn, baseline_env, logs / "baseline.log"),
+    }
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+async def load(
+    url: str, images: list[bytes], concurrency: int, seconds: float, warmup: float
+) -> dict:
+    """``concurrency`` requests in flight for ``seconds`` (after ``warmup``): rate and latency."""
+    import aiohttp
+
+    latencies: list[float] = []
+    failures: dict[str, int] = {}
+    counter = iter(range(10**9))
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+
+    async def send(session) -> tuple[float, str | None]:
+        index = next(counter)
+        form = aiohttp.FormData()
+        data = images[index % len(images)]
+        form.add_field("images", data, filename=f"image-{index}.jpg", content_type="image/jpeg")
+        started = time.perf_counter()
+        try:
+            async with session.post(f"{url}/classify", data=form) as response:
+                body = await response.read()
+                problem = None if response.status == 200 else f"HTTP {response.status}"
+                if problem is None and not json.loads(body):
+                    problem = "empty answer"
+        except (aiohttp.ClientError, TimeoutError) as err:
+            problem = type(err).__name__
+        return time.perf_counter() - started, problem
+
+    async def worker(session, until: float, record: bool) -> None:
+        sent = 0
+        while time.perf_counter() < until and sent < MAX_REQUESTS_PER_LEVEL // concurrency:
+            latency, problem = await send(session)
+            sent += 1
+            if not record:
+                continue
+            if problem is None:
+                latencies.append(latency)
+            else:
+                failures[problem] = failures.get(problem, 0) + 1
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        until = time.perf_counter() + warmup
+        await asyncio.gather(*(worker(session, until, False) for _ in range(concurrency)))
+        cpu, started = time.process_time(), time.perf_counter()
+        until = started + seconds
+        await asyncio.gather(*(worker(session, until, True) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        client_cpu = time.process_time() - cpu
+    return {
+        "images_per_second": len(latencies) / elapsed,
+        "p50_ms": 1000 * percentile(latencies, 50),
+        "p95_ms": 1000 * percentile(latencies, 95),
+        "p99_ms": 1000 * percentile(latencies, 99),
+        "requests": len(latencies),
+        "failures": failures,
+        "seconds": elapsed,
+        "client_cpu_share": client_cpu / elapsed,
+    }
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    started = time.perf_counter()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.concurrency, args.batch_sizes = [1, 8], [1, 8]
+        args.seconds, args.warmup, args.rounds = 3.0, 1.0, 1
+    images = make_images()
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as work, ExitStack() as stack:
+        work = Path(work)
+        tag, folder = store_model(args.preset, work)
+        servers = make_servers(tag, folder, args.device, args.dtype, work)
+        for server in servers.values():
+            stack.callback(server.stop)
+            server.start()
+        limit = Limit(folder, args.device, args.dtype, images)
+        stack.callback(limit.close)
+        for server in servers.values():
+            server.wait_ready()
+        serving = servers["service"].describe()
+        print(f"servers ready; the service reports {serving}", flush=True)
+
+        limit_rates = {size: [] for size in args.batch_sizes}
+        rows = {name: {c: [] for c in args.concurrency} for name in SERVERS}
+        for round_index, order in enumerate(rotations(SERVERS, args.rounds)):
+            for size in rotations(args.batch_sizes, args.rounds)[round_index]:
+                rate = limit.measure(size, args.limit_seconds)
+                limit_rates[size].append(rate)
+                print(f"  round {round_index + 1} limit batch {size:2d}: {rate:7.1f} images/s")
+            for name in order:
+                for c in rotations(args.concurrency, args.rounds)[round_index]:
+                    row = asyncio.run(load(servers[name].url, images, c, args.seconds, args.warmup))
+                    rows[name][c].append(row)
+                    print(
+                        f"  round {round_index + 1} {name:17s} c={c:2d}: "
+                        f"{row['images_per_second']:7.1f} images/s  p50 {row['p50_ms']:7.1f} ms  "
+                        f"p99 {row['p99_ms']:7.1f} ms  failures {row['failures'] or 0}",
+                        flush=True,
+                    )
+        logs = {name: server.tail(15) for name, server in servers.items()}
+    result = _summarise(args, limit_rates, rows, serving, images)
+    result["server_log_tails"] = logs
+    if args.output is None and args.device != "cpu":
+        suffix = ".quick.json" if args.quick else ".json"
+        args.output = RESULTS / f"serve_throughput-{args.device}-{args.preset}-{args.dtype}{suffix}"
+    write_result("serve_throughput", result, args, started)
+    return 0
+
+
+def _summarise(args, limit_rates, rows, serving, images) -> dict:
+    limit = {str(size): median(rates) for size, rates in limit_rates.items()}
+    best_size = max(limit_rates, key=lambda size: median(limit_rates[size]))
+    table = {}
+    for name, levels in rows.items():
+        table[name] = {}
+        for c, runs in levels.items():
+            table[name][str(c)] = {
+                key: median([run[key] for run in runs])
+                for key in ("images_per_second", "p50_ms", "p95_ms", "p99_ms", "client_cpu_share")
+            }
+            table[name][str(c)]["requests"] = sum(run["requests"] for run in runs)
+            failures: dict[str, int] = {}
+            for run in runs:
+                for problem, count in run["failures"].items():
+                    failures[problem] = failures.get(problem, 0) + count
+            table[name][str(c)]["failures"] = failures
+    c = 32 if 32 in args.concurrency else max(args.concurrency)
+    service = table["service"][str(c)]["images_per_second"]
+    targets = {
+        "concurrency": c,
+        "service_over_best_limit": {
+            "value": service / limit[str(best_size)],
+            "target": 0.8 if args.device == "cpu" else 0.7,
+        },
+        "service_over_unbatched": {
+            "value": service / table["service_unbatched"][str(c)]["images_per_second"],
+            "target": 1.5,
+        },
+        "service_over_baseline": {
+            "value": service / table["baseline"][str(c)]["images_per_second"],
+            "target": 2.0,
+        },
+    }
+    for target in targets.values():
+        if isinstance(target, dict):
+            target["met"] = target["value"] >= target["target"]
+    for name, target in targets.items():
+        if isinstance(target, dict):
+            verdict = "met" if target["met"] else "MISSED"
+            print(f"{name} at c={c}: {target['value']:.2f} (>= {target['target']}: {verdict})")
+    return {
+        "device": args.device,
+        "preset": args.preset,
+        "dtype": args.dtype,
+        "image": {
+            "format": "JPEG",
+            "size": list(IMAGE_SIZE),
+            "distinct": len(images),
+            "mean_bytes": int(sum(map(len, images)) / len(images)),
+        },
+        "rounds": args.rounds,
+        "seconds_per_level": args.seconds,
+        "warmup_seconds": args.warmup,
+        "service_serving": serving,
+        "limit": {"images_per_second": limit, "best_batch_size": best_size},
+        "limit_by_round": {str(size): rates for size, rates in limit_rates.items()},
+        "servers": table,
+        "servers_by_round": {
+            name: {str(c): runs for c, runs in levels.items()} for name, levels in rows.items()
+        },
+        "targets": targets,
+    }
+
+
+def _arguments(argv):
+    args = parser(__doc__.splitlines()[0])
+    args.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    args.add_argument("--preset", choices=["deit-tiny", "vit-base"], default="deit-tiny")
+    args.add_argument(
+        "--dtype", choices=DTYPES, default="fp32", help="the limit's and the baseline's precision"
+    )
+    args.add_argument("--rounds", type=int, default=3)
+    args.add_argument("--seconds", type=float, default=8.0, help="measured seconds per row")
+    args.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each")
+    args.add_argument("--limit-seconds", type=float, default=3.0, help="seconds per batch size")
+    args.add_argument("--concurrency", type=_ints, default=CONCURRENCY)
+    args.add_argument("--batch-sizes", type=_ints, default=BATCH_SIZES)
+    return args.parse_args(argv)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
+
+
+def _torch_dtype(name: str) -> str:
+    return {"bf16": "bfloat16", "fp16": "float16"}[name]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
