@@ -80,10 +80,12 @@ def train(config: TrainConfig) -> TrainResult:
         / config.grad_accum
     )
     optimizer = torch.optim.AdamW(trainable.param_groups, weight_decay=config.weight_decay)
+    optimizer_steps = steps_per_epoch * config.epochs
+    # Accelerate steps a prepared scheduler once per process for every optimizer step.
     scheduler = get_cosine_schedule_with_warmup(
         optimizer,
-        num_warmup_steps=int(config.warmup_ratio * steps_per_epoch * config.epochs),
-        num_training_steps=steps_per_epoch * config.epochs,
+        num_warmup_steps=int(config.warmup_ratio * optimizer_steps) * accelerator.num_processes,
+        num_training_steps=optimizer_steps * accelerator.num_processes,
     )
     model, optimizer, scheduler, val_loader = accelerator.prepare(
         model, optimizer, scheduler, val_loader
