@@ -1,7 +1,13 @@
-"""Helpers for the tests that train: tiny backbones at 16x16, digit subsets, stored weights."""
+"""Helpers for the tests that train: tiny backbones at 16x16, digit subsets, stored weights.
+
+Tiny models train fastest on one thread, and on a shared 2-core machine two busy
+threads per process make every step wait: the tests (and the `visiontune`
+processes they start, through the environment) use one unless told otherwise.
+"""
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -13,6 +19,9 @@ from transformers import AutoModelForImageClassification
 
 from training.config import TrainConfig
 from training.train import TrainResult, train
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 IMAGE_SIZE = 16
 CLASSES = ["0", "1", "2", "3"]

@@ -1,0 +1,98 @@
+"""Data parallel training on 2 CPU processes through `accelerate launch`.
+
+`accelerate launch --cpu --num_processes 2` starts a single process here (its simple
+launcher); the torch.distributed launcher (`--multi_gpu`) with ACCELERATE_USE_CPU=1
+starts two, which Accelerate joins as MULTI_CPU over gloo. Two processes with 8
+images each per step must train exactly like one process with 16.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import bentoml
+import pytest
+import torch
+
+from tests.conftest import REPO
+from tests.training.conftest import IMAGE_SIZE, stored_tensors, unique_name
+from training.config import TrainConfig
+from training.train import train
+
+pytestmark = pytest.mark.slow
+
+ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+SETTINGS = {
+    "data": "digits",
+    "classes": ["0", "1", "2"],
+    "per_class": 16,
+    "strategy": "full",
+    "image_size": IMAGE_SIZE,
+    "epochs": 2,
+    "test_fraction": 0,
+}
+
+
+def launch_two_processes(backbone: Path, name: str, run_dir: Path) -> subprocess.CompletedProcess:
+    command = [
+        ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "training.cli", "train",
+        "--data", "digits", "--classes", "0,1,2", "--per-class", "16",
+        "--backbone", str(backbone), "--strategy", "full", "--image-size", str(IMAGE_SIZE),
+        "--epochs", "2", "--test-fraction", "0", "--batch-size", "8",
+        "--name", name, "--output-dir", str(run_dir),
+    ]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_two_processes_train_like_one_with_the_whole_batch(make_backbone, tmp_path):
+    backbone = make_backbone("vit", IMAGE_SIZE)  # no BatchNorm: per-process statistics would differ
+    name = unique_name("ddp")
+    result = launch_two_processes(backbone, name, tmp_path / "ddp")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    [model] = bentoml.models.list(name)  # exactly one model, saved by the main process
+    assert result.stdout.count("saved ") == 1
+    assert [
+        line.split()[1] for line in result.stdout.splitlines() if line.startswith("epoch ")
+    ] == [
+        "1/2",
+        "2/2",
+    ]
+    assert "0/3 [" in result.stderr  # 48 images, 8 per process, 2 processes: 3 steps an epoch
+    assert (tmp_path / "ddp" / "report.json").exists()
+
+    whole = train(
+        TrainConfig(
+            **SETTINGS,
+            backbone=str(backbone),
+            batch_size=16,
+            name=unique_name("one"),
+            output_dir=tmp_path / "one",
+        )  # fmt: skip
+    )
+    ddp_weights, whole_weights = stored_tensors(model.tag), stored_tensors(whole.tag)
+    for key, tensor in whole_weights.items():
+        torch.testing.assert_close(ddp_weights[key], tensor, rtol=1e-4, atol=1e-5, msg=key)
+    stored = bentoml.models.get(model.tag).info.metadata
+    assert stored["validation"]["n"] == whole.metadata.validation.n  # gathered, not duplicated
+    assert stored["validation"]["accuracy"] == whole.metadata.validation.accuracy
+
+    half = train(
+        TrainConfig(
+            **SETTINGS,
+            backbone=str(backbone),
+            batch_size=8,
+            name=unique_name("half"),
+            output_dir=tmp_path / "half",
+        )  # fmt: skip
+    )
+    differs = stored_tensors(half.tag)
+    assert any(
+        not torch.allclose(differs[key], tensor, atol=1e-4) for key, tensor in whole_weights.items()
+    )  # one process with 8 per step is a different run: the comparison above can fail
