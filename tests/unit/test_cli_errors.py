@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from tests.helpers import assert_one_line_error
+from tests.helpers import add_bad_files, assert_one_line_error, write_classes
 
 
 def visiontune(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -94,3 +94,11 @@ def test_help_lists_the_config_flags():
     for flag in ("--strategy", "--layer-decay", "--per-class", "--strict", "--resume", "--stage"):
         assert flag in result.stdout
     assert "(default: linear)" in result.stdout
+
+
+def test_strict_names_the_bad_file(tmp_path):
+    write_classes(tmp_path, {"1": 3, "2": 3})
+    bad = add_bad_files(tmp_path / "2")
+    result = visiontune("train", "--data", str(tmp_path), "--backbone", "b", "--strict")
+    line = assert_one_line_error(result, "(--strict)")
+    assert any(str(path) in line for path in bad)

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from tests.helpers import BAD_FILES, add_bad_files, digit_images, write_classes
@@ -389,3 +390,28 @@ def test_labelled_examples_with_an_unknown_label(tmp_path):
     write_classes(tmp_path, {"1": 3, "2": 4})
     with pytest.raises(DataError, match="unknown to the model"):
         load_labelled(config(tmp_path), ["1", "3"])
+
+
+def test_images_of_every_mode_are_trained_on_as_rgb(tmp_path):
+    from contract.images import Preprocessing
+    from training.data import ImageSet
+
+    write_classes(tmp_path, {"1": 6})
+    folder = tmp_path / "2"
+    folder.mkdir()
+    base = digit_images(2, 1)[0]
+    base.convert("LA").save(folder / "la.png")
+    base.convert("P").save(folder / "p.png")
+    base.convert("RGBA").save(folder / "rgba.png")
+    base.convert("CMYK").save(folder / "cmyk.jpg")
+    base.convert("CMYK").save(folder / "cmyk.tiff")
+    base.convert("I;16").save(folder / "i16.png")
+    base.save(folder / "l.png")
+    data = load_data(config(tmp_path, val_fraction=0.3, test_fraction=0))
+    assert not data.skipped
+    examples = data.train + data.val
+    assert sum(1 for _, y in examples if data.labels[y] == "2") == 7
+    images = ImageSet(examples, Preprocessing(8, 8, (0.5,) * 3, (0.5,) * 3))
+    for index in range(len(images)):
+        pixels, _ = images[index]
+        assert pixels.shape == (8, 8, 3) and pixels.dtype == torch.uint8
