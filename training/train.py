@@ -136,7 +136,7 @@ def train(config: TrainConfig) -> TrainResult:
                     scheduler.step()
                     optimizer.zero_grad()
                 losses.append(loss.detach())
-                if stop.requested:
+                if stop.requested and accelerator.sync_gradients:  # no half-accumulated step
                     progress.update(epoch=epoch, batches_done=batch_index + 1)
                     _save_checkpoint(accelerator, run_dir, config, progress, best_weights)
                     raise Interrupted(run_dir / CHECKPOINT)
