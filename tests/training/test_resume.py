@@ -113,10 +113,11 @@ def assert_interrupted(code: int, stdout: str, stderr: str, run_dir: Path, name:
 def test_sigterm_then_resume_equals_an_uninterrupted_run(make_backbone, tmp_path, capsys):
     backbone = make_backbone("resnet", IMAGE_SIZE)
     run_dir, name = tmp_path / "run", unique_name("resume")
-    args = flags(backbone, run_dir, name)
+    args = ["--grad-accum", "2", *flags(backbone, run_dir, name)]
 
     code, stdout, stderr = interrupt_after_first_epoch(args, signal.SIGTERM, tmp_path / "err")
-    assert_interrupted(code, stdout, stderr, run_dir, name)
+    progress = assert_interrupted(code, stdout, stderr, run_dir, name)
+    assert progress["batches_done"] % 2 == 0  # stopped between accumulated steps, none half-done
 
     changed = [*args[:-4], "--epochs", "4", *args[-4:], "--resume"]
     assert "flags differ" in one_line_error(capsys, changed)
@@ -131,7 +132,8 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(make_backbone, tmp_path
     config = TrainConfig(
         data="digits", classes=["0", "1", "2", "3"], per_class=40, backbone=str(backbone),
         strategy="full", image_size=IMAGE_SIZE, batch_size=4, epochs=3, lr=3e-3,
-        test_fraction=0, seed=1, name=unique_name("unbroken"), output_dir=tmp_path / "unbroken",
+        test_fraction=0, seed=1, grad_accum=2, name=unique_name("unbroken"),
+        output_dir=tmp_path / "unbroken",
     )  # fmt: skip
     unbroken = train(config)
 
