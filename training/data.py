@@ -121,7 +121,7 @@ def load_labelled(config: TrainConfig, labels: list[str]) -> list[Example]:
 def _read_source(config: TrainConfig):
     if config.data == "digits":
         return _read_digits()
-    path = Path(config.data)
+    path = Path(config.data).expanduser()
     if path.is_dir() and _is_hf_dataset_folder(path):
         return _read_hf(config, path)
     if path.is_dir():

@@ -28,9 +28,9 @@ def create_model(
     backbone: str, labels: list[str], image_size: int | None = None
 ) -> tuple[nn.Module, Preprocessing]:
     """Load ``backbone`` with a new head for ``labels``, and the preprocessing it expects."""
-    _check_local(backbone)
+    source = _check_local(backbone)
     try:
-        config = AutoConfig.from_pretrained(backbone, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     except Exception as err:  # OSError, ValueError, hub errors: all mean "cannot load"
         raise BackboneError(f"--backbone {backbone}: cannot load ({_first_line(err)})") from None
     id2label = dict(enumerate(labels))
@@ -38,7 +38,7 @@ def create_model(
     hf_logging.set_verbosity_error()  # the expected "head re-initialised" report is noise here
     try:
         model = AutoModelForImageClassification.from_pretrained(
-            backbone,
+            source,
             num_labels=len(labels),
             id2label=id2label,
             label2id={name: i for i, name in id2label.items()},
@@ -53,11 +53,12 @@ def create_model(
     finally:
         hf_logging.set_verbosity(verbosity)
     reset_head(model)
-    return model, _preprocessing(backbone, model, image_size)
+    return model, _preprocessing(source, model, image_size)
 
 
-def _check_local(backbone: str) -> None:
-    """A path-like backbone gets a plain message instead of the hub's repo-id error."""
+def _check_local(backbone: str) -> str:
+    """What to load: a path-like backbone is expanded (``~``) and gets a plain message
+    instead of the hub's repo-id error when it is not a model folder."""
     path = Path(backbone).expanduser()
     looks_local = backbone.startswith(("/", ".", "~")) or path.exists()
     if looks_local and not path.is_dir():
@@ -66,6 +67,7 @@ def _check_local(backbone: str) -> None:
         raise BackboneError(
             f"--backbone {backbone}: not a Hugging Face model folder (no config.json)"
         )
+    return str(path) if looks_local else backbone
 
 
 def head_modules(model: nn.Module) -> dict[str, nn.Module]:
