@@ -415,3 +415,32 @@ def test_images_of_every_mode_are_trained_on_as_rgb(tmp_path):
     for index in range(len(images)):
         pixels, _ = images[index]
         assert pixels.shape == (8, 8, 3) and pixels.dtype == torch.uint8
+
+
+def test_dataset_fingerprint_is_stable_and_follows_the_rows(tmp_path):
+    flags = {"image_column": "picture", "label_column": "digit"}
+    hf_dataset({0: 10, 1: 10, 2: 10}).save_to_disk(tmp_path / "a")
+    hf_dataset({0: 10, 1: 10, 2: 10}, start=10).save_to_disk(tmp_path / "b")
+    first = load_data(config(tmp_path / "a", **flags)).fingerprint
+    assert load_data(config(tmp_path / "a", **flags)).fingerprint == first
+    assert load_data(config(tmp_path / "b", **flags)).fingerprint != first
+
+
+def test_parquet_fingerprint_follows_the_files(tmp_path):
+    root = tmp_path / "parquet"
+    (root / "data").mkdir(parents=True)
+    train_file = root / "data" / "train-00000-of-00001.parquet"
+    hf_dataset({0: 10, 1: 10, 2: 10}).to_parquet(train_file)
+    flags = {"image_column": "picture", "label_column": "digit"}
+    first = load_data(config(root, **flags)).fingerprint
+    assert load_data(config(root, **flags)).fingerprint == first
+    hf_dataset({0: 10, 1: 10, 2: 10}, start=10).to_parquet(train_file)
+    assert load_data(config(root, **flags)).fingerprint != first
+
+
+def test_home_relative_data_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_classes(tmp_path / "images", {"1": 5, "2": 5})
+    data = load_data(config("~/images", test_fraction=0, val_fraction=0.2))
+    assert data.labels == ["1", "2"]
+    assert data.sizes == {"train": 8, "val": 2, "test": 0}

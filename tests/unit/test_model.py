@@ -211,3 +211,13 @@ def test_lora_trains_adapters_and_head_only(make_backbone, family):
     merged = merge_adapters(wrapped)
     assert type(merged).__name__.endswith("ForImageClassification")
     assert not any("lora_" in key for key in merged.state_dict())
+
+
+def test_home_relative_backbone_folder(make_backbone, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(make_backbone("resnet", 16), tmp_path / "models" / "tiny")
+    model, preprocessing = create_model("~/models/tiny", LABELS)
+    assert model.config.num_labels == 3
+    assert (preprocessing.height, preprocessing.width) == (16, 16)
