@@ -1,8 +1,9 @@
 """Helpers for the tests that train: tiny backbones at 16x16, digit subsets, stored weights.
 
 Tiny models train fastest on one thread, and on a shared 2-core machine two busy
-threads per process make every step wait: the tests (and the `visiontune`
-processes they start, through the environment) use one unless told otherwise.
+threads per process make every step wait: these tests (and the `visiontune`
+processes they start, through the environment) use one unless OMP_NUM_THREADS says
+otherwise.
 """
 
 from __future__ import annotations
@@ -20,11 +21,20 @@ from transformers import AutoModelForImageClassification
 from training.config import TrainConfig
 from training.train import TrainResult, train
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-
 IMAGE_SIZE = 16
 CLASSES = ["0", "1", "2", "3"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread here and in the processes these tests start, then back as it was."""
+    threads = os.environ.get("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", threads)
+        torch.set_num_threads(int(threads))
+        yield
+    torch.set_num_threads(before)
 
 
 def unique_name(prefix: str = "t") -> str:
