@@ -152,7 +152,11 @@ class Preprocessing:
 
 
 def _processor_size(processor) -> tuple[int, int]:
-    size = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    size = (
+        getattr(processor, "crop_size", None)
+        if getattr(processor, "do_center_crop", False)
+        else None
+    )
     size = size or getattr(processor, "size", None) or {"height": 224, "width": 224}
     size = dict(size) if not isinstance(size, int) else {"shortest_edge": size}
     if "height" in size and "width" in size:
