@@ -136,9 +136,8 @@ def test_stored_model_carries_the_contract(run):
     assert metadata.temperature > 0
     assert metadata.test is not None and metadata.test.n == metadata.split["test"]
     assert sum(metadata.split.values()) == 75
-    assert metadata.label_counts == {"1": 17, "2": 17, "7": 17} or (
-        sum(metadata.label_counts.values()) == metadata.split["train"]
-    )
+    assert sum(metadata.label_counts.values()) == metadata.split["train"]
+    assert all(16 <= n <= 19 for n in metadata.label_counts.values())  # stratified 70% of 25
     expected = load_data(TrainConfig(data=str(run.data), backbone="b")).fingerprint
     assert metadata.dataset_fingerprint == expected
     assert {"torch", "transformers", "bentoml", "peft", "accelerate"} <= set(metadata.versions)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import BAD_FILES, add_bad_files, digit_images, write_classes
+from tests.helpers import add_bad_files, digit_images, write_classes
 from training.config import TrainConfig
 from training.data import DataError, load_data, load_image, load_labelled
 
@@ -280,10 +280,6 @@ def test_strict_fails_on_the_first_bad_file(folder_with_bad_files):
     assert any(str(path) in message for path in bad)
     assert "--strict" in message
     assert "\n" not in message
-
-
-def test_bad_file_names_are_the_ones_written():
-    assert set(BAD_FILES) == {"zero.png", "notes.txt", "fake.jpg", "cut.png"}
 
 
 # --- datasets that cannot be trained on -------------------------------------------------------
