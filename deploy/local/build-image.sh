@@ -30,12 +30,19 @@ build_bento() {
         | sed 's/^__tag__://'
 }
 
+packed_model() {
+    "$BENTOML" get "$1" -o json \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["services"][0]["models"][0]["tag"])'
+}
+
+# The image's VISIONTUNE_MODEL names the exact model packed, whatever its name,
+# so the container serves it without further settings.
 containerize() {
     local bento=$1
     local mounts=()
     [ -f "$CA_BUNDLE" ] && mounts=(--opt "volume=$CA_BUNDLE:$CA_BUNDLE:ro")
     "$BENTOML" containerize "$bento" --backend podman --opt network=host "${mounts[@]}" \
-        --image-tag "$IMAGE"
+        --opt "env=VISIONTUNE_MODEL=$(packed_model "$bento")" --image-tag "$IMAGE"
 }
 
 deploy/local/build-base-image.sh

@@ -14,6 +14,7 @@ READY_TIMEOUT=${READY_TIMEOUT:-300}
 OVERLAY_IMAGE=localhost/visiontune-cpu:local
 OVERLAY_PORT=3300
 MANIFEST=build/deploy-local.yaml
+CONTAINER=visiontune-pod-0-classifier
 URL=http://127.0.0.1:$LOCAL_PORT
 
 render() {
@@ -24,22 +25,38 @@ render() {
     grep -q "image: $IMAGE\$" "$MANIFEST" && grep -q "hostPort: $LOCAL_PORT\$" "$MANIFEST"
 }
 
+play() {
+    local errors
+    errors=$(mktemp)
+    podman kube play --replace "$MANIFEST" >/dev/null 2>"$errors" || {
+        cat "$errors" >&2
+        rm -f "$errors"
+        return 1
+    }
+    # Without systemd podman cannot run the probes as healthcheck timers and
+    # says so; readiness is polled below instead.
+    grep -v "systemd connection" "$errors" >&2 || true
+    rm -f "$errors"
+}
+
+fail() {
+    echo "deploy-local: $1; container log:" >&2
+    podman logs --tail 60 "$CONTAINER" >&2 || true
+    exit 1
+}
+
 wait_ready() {
     local deadline=$((SECONDS + READY_TIMEOUT))
-    until curl -fs -o /dev/null "$URL/readyz"; do
-        if [ $SECONDS -ge $deadline ]; then
-            echo "deploy-local: $URL/readyz not ready after ${READY_TIMEOUT}s; container log:" >&2
-            podman logs --tail 50 visiontune-pod-0-classifier >&2 || true
-            return 1
-        fi
+    until curl -fs --max-time 5 -o /dev/null "$URL/readyz"; do
+        [ "$(podman inspect --format '{{.RestartCount}}' "$CONTAINER")" = 0 ] \
+            || fail "the server exited during start-up"
+        [ $SECONDS -lt $deadline ] || fail "$URL/readyz not ready after ${READY_TIMEOUT}s"
         sleep 2
     done
 }
 
 podman image exists "$IMAGE" || IMAGE=$IMAGE deploy/local/build-image.sh
 render
-# Without systemd, podman cannot schedule the probes as healthcheck timers and
-# says so for every start; readiness is polled below instead.
-podman kube play --replace "$MANIFEST" 2> >(grep -v "systemd connection" >&2) >/dev/null
+play
 wait_ready
 echo "deploy-local: ready at $URL (make undeploy-local removes it)"

@@ -1,0 +1,200 @@
+"""End to end: train -> bento -> OCI image -> `podman kube play` -> classify over HTTP -> tear down.
+
+The same scripts as `make image`, `make deploy-local` and `make undeploy-local`
+run here, with their own image tag and a free port, so a developer's local
+deployment is left alone. The base image is built once and kept between runs.
+Every metric named by the Grafana dashboard and the alert rules must be
+exported by the running container.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+import torch
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import REPO
+from tests.deploy.tools import EXTERNAL_METRICS, promql_metrics
+
+pytestmark = pytest.mark.e2e
+
+IMAGE = "localhost/visiontune-cpu:e2e"
+POD = "visiontune-pod-0"
+CONTAINER = f"{POD}-classifier"
+HELD_OUT = 30
+
+
+def script(name: str, timeout: int, **env: str) -> subprocess.CompletedProcess:
+    started = time.monotonic()
+    result = subprocess.run(
+        [REPO / "deploy" / "local" / name],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    print(f"{name}: {time.monotonic() - started:.0f}s")
+    assert result.returncode == 0, (
+        f"{name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def digits_config(make_backbone, tmp_path_factory):
+    from training.config import TrainConfig
+
+    return TrainConfig(
+        data="digits",
+        backbone=str(make_backbone("resnet", image_size=16)),
+        image_size=16,
+        strategy="full",
+        lr=3e-3,
+        epochs=6,
+        name="e2e-digits",
+        output_dir=tmp_path_factory.mktemp("e2e-run"),
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_tag(digits_config) -> str:
+    from training.train import train
+
+    return str(train(digits_config).tag)
+
+
+@pytest.fixture(scope="module")
+def image(trained_tag) -> str:
+    script("build-image.sh", timeout=1500, VISIONTUNE_MODEL=trained_tag, IMAGE=IMAGE)
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def url(image):
+    port = free_port()
+    try:
+        script("deploy.sh", timeout=400, IMAGE=image, LOCAL_PORT=str(port), READY_TIMEOUT="300")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        script("undeploy.sh", timeout=120)
+        assert subprocess.run(["podman", "pod", "exists", POD]).returncode == 1
+
+
+@pytest.fixture(scope="module")
+def held_out(digits_config):
+    """Held-out digits as PNG bytes, with their true label and the in-process prediction."""
+    from training.data import load_data
+    from training.store import load_model
+
+    data = load_data(digits_config)
+    model, preprocessing, metadata, _ = load_model(f"{digits_config.name}:latest")
+    examples = []
+    for image, truth in data.test[:HELD_OUT]:
+        with torch.inference_mode():
+            logits = model(pixel_values=preprocessing([image.convert("RGB")])).logits[0]
+        probabilities = torch.softmax(logits / metadata.temperature, dim=-1)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        local = (metadata.labels[int(probabilities.argmax())], float(probabilities.max()))
+        examples.append((buffer.getvalue(), data.labels[truth], local))
+    return examples
+
+
+def classify(url: str, images: list[bytes]) -> httpx.Response:
+    files = [("images", (f"digit-{i}.png", data, "image/png")) for i, data in enumerate(images)]
+    return httpx.post(f"{url}/classify", files=files, timeout=60)
+
+
+def test_container_classifies_held_out_digits(url, held_out, trained_tag):
+    response = classify(url, [png for png, _, _ in held_out])
+    assert response.status_code == 200, response.text
+    predictions = response.json()
+    assert {p["model"] for p in predictions} == {trained_tag}
+    right = sum(p["label"] == truth for p, (_, truth, _) in zip(predictions, held_out, strict=True))
+    assert right >= 0.9 * len(held_out), predictions
+    for prediction, (_, _, (label, score)) in zip(predictions, held_out, strict=True):
+        if score > 0.6:  # not a near tie: the container must agree with in-process torch
+            assert prediction["label"] == label
+
+
+def test_one_digit_per_request_gets_its_label(url, held_out):
+    confident = [(png, truth) for png, truth, (label, score) in held_out if label == truth][:3]
+    for png, truth in confident:
+        response = classify(url, [png])
+        assert response.status_code == 200, response.text
+        assert response.json()[0]["label"] == truth
+
+
+def test_bad_input_is_a_4xx_and_the_pod_keeps_serving(url, held_out):
+    response = httpx.post(
+        f"{url}/classify", files=[("images", ("notes.txt", b"not an image", "text/plain"))]
+    )
+    assert 400 <= response.status_code < 500
+    assert classify(url, [held_out[0][0]]).status_code == 200
+
+
+def test_every_metric_in_dashboard_and_alerts_is_exported(url, held_out):
+    classify(url, [png for png, _, _ in held_out[:4]])
+    httpx.post(f"{url}/classify", files=[("images", ("bad.png", b"", "image/png"))])
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    exported = {
+        sample.name for family in text_string_to_metric_families(text) for sample in family.samples
+    }
+    missing = {name: where for name, where in promql_metrics().items() if name not in exported}
+    assert set(missing) <= EXTERNAL_METRICS, json.dumps(missing, indent=2)
+
+
+def test_pod_runs_as_non_root_on_a_read_only_root(url):
+    inspect = subprocess.run(
+        ["podman", "inspect", CONTAINER, "--format", "json"], capture_output=True, text=True
+    )
+    (info,) = json.loads(inspect.stdout)
+    assert info["Config"]["User"].split(":")[0] == "1034"
+    assert info["HostConfig"]["ReadonlyRootfs"] is True
+    assert not info["EffectiveCaps"]
+    check = ["podman", "exec", CONTAINER, "sh", "-c", "id -u && ! touch /bento-write-test"]
+    result = subprocess.run(check, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "1034", result.stderr
+
+
+def test_podman_run_serves_the_image(image, held_out):
+    port = free_port()
+    name = f"visiontune-e2e-run-{port}"
+    command = ["podman", "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:3000"]
+    command += ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL"]
+    command += ["-e", "BENTOML_HOME=/tmp/bentoml", image, "serve"]
+    subprocess.run(command, check=True, capture_output=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url)
+        png, truth, (label, _) = next(e for e in held_out if e[1] == e[2][0])
+        assert classify(url, [png]).json()[0]["label"] == truth
+        assert "visiontune_predictions_total" in httpx.get(f"{url}/metrics").text
+    finally:
+        subprocess.run(["podman", "stop", "-t", "10", name], capture_output=True)
+
+
+def wait_ready(url: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"{url}/readyz not ready after {timeout}s")
