@@ -28,11 +28,7 @@ def create_model(
     backbone: str, labels: list[str], image_size: int | None = None
 ) -> tuple[nn.Module, Preprocessing]:
     """Load ``backbone`` with a new head for ``labels``, and the preprocessing it expects."""
-    source = _check_local(backbone)
-    try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
-    except Exception as err:  # OSError, ValueError, hub errors: all mean "cannot load"
-        raise BackboneError(f"--backbone {backbone}: cannot load ({_first_line(err)})") from None
+    source, config = load_backbone_config(backbone)
     id2label = dict(enumerate(labels))
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the expected "head re-initialised" report is noise here
@@ -54,6 +50,15 @@ def create_model(
         hf_logging.set_verbosity(verbosity)
     reset_head(model)
     return model, _preprocessing(source, model, image_size)
+
+
+def load_backbone_config(backbone: str):
+    """The backbone's resolved source and config: cheap, so bad names fail before any work."""
+    source = _check_local(backbone)
+    try:
+        return source, AutoConfig.from_pretrained(source, trust_remote_code=False)
+    except Exception as err:  # OSError, ValueError, hub errors: all mean "cannot load"
+        raise BackboneError(f"--backbone {backbone}: cannot load ({_first_line(err)})") from None
 
 
 def _check_local(backbone: str) -> str:

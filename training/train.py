@@ -37,7 +37,13 @@ from training.evaluate import (
     fit_temperature,
     write_report,
 )
-from training.model import apply_strategy, create_model, merge_adapters, train_mode
+from training.model import (
+    apply_strategy,
+    create_model,
+    load_backbone_config,
+    merge_adapters,
+    train_mode,
+)
 from training.store import save_model
 
 CHECKPOINT = "checkpoint"
@@ -67,6 +73,7 @@ def train(config: TrainConfig) -> TrainResult:
     set_seed(config.seed)
     run_dir = config.run_dir
     state = _load_state(run_dir, config) if config.resume else None
+    load_backbone_config(config.backbone)  # fail on a bad --backbone before decoding the data
 
     data = load_data(config)
     model, preprocessing = create_model(config.backbone, data.labels, config.image_size)
@@ -146,7 +153,7 @@ def train(config: TrainConfig) -> TrainResult:
             val = evaluate_logits(val_logits, val_labels, data.labels)
             row = {
                 "epoch": epoch + 1,
-                "train_loss": float(torch.stack(losses).mean()) if losses else float("nan"),
+                "train_loss": _mean_loss(losses, accelerator),
                 "val_loss": val.metrics.nll,
                 "val_accuracy": val.metrics.accuracy,
                 "val_macro_f1": val.metrics.macro_f1,
@@ -205,6 +212,13 @@ def _finish(model, preprocessing, data, config, history, accelerator, val_loader
 def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=generator).tolist()
+
+
+def _mean_loss(losses: list[torch.Tensor], accelerator) -> float:
+    """The epoch's training loss averaged over every process's batches."""
+    if not losses:
+        return float("nan")
+    return float(accelerator.reduce(torch.stack(losses).mean(), reduction="mean"))
 
 
 def _class_weights(data: DataSplits) -> torch.Tensor:
