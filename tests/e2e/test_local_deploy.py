@@ -24,7 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import REPO
 from tests.deploy.tools import EXTERNAL_METRICS, promql_metrics
 
-pytestmark = pytest.mark.e2e
+# A cold machine builds the base image and every image layer: minutes on 2 cores.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 IMAGE = "localhost/visiontune-cpu:e2e"
 POD = "visiontune-pod-0"
