@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    """The flags every benchmark takes."""
+def parser(description: str, threads: bool = True) -> argparse.ArgumentParser:
+    """The flags every benchmark takes (``--threads`` where the caller sizes torch's pool)."""
     args = argparse.ArgumentParser(description=description)
     args.add_argument("--quick", action="store_true", help="a short sanity run (seconds)")
     args.add_argument(
@@ -33,6 +33,8 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="where to write the JSON result (default benchmarks/results/<name>.json; "
         "a --quick run writes <name>.quick.json)",
     )
+    if not threads:
+        return args
     args.add_argument(
         "--threads",
         type=int,

@@ -6,7 +6,7 @@ measured side by side in one run:
 
 1. ``limit``: in-process, no HTTP: ``contract.images`` decoding (a thread per
    core, as a server would) + ``Preprocessing`` + one forward per batch, at batch
-   sizes 1-64;
+   sizes 1-64 (in a child process on the servers' CPUs);
 2. ``service``: ``bentoml serve service:ImageClassifier`` with its adaptive
    batching (the service's own defaults);
 3. ``service_unbatched``: the same with ``VISIONTUNE_MAX_BATCH_SIZE=1``;
@@ -19,12 +19,20 @@ client (aiohttp) sends every row the same requests: one JPEG (640x480) per
 a warm-up, then waits for the last answers. Servers and concurrency levels are
 visited in a rotating order each round; figures are medians over rounds.
 
+The client runs on a core of its own (the last usable one); the servers and the
+limit are pinned to the other cores and size their torch threads from them (the
+service does so itself: ``service.settings.available_cpus``). On 2 cores that is
+one core and one torch thread for every measured process, which also keeps the
+measurements away from the stalls two intra-op threads suffer on a shared machine
+(one waits at every barrier for the other to be scheduled again).
+
 On a GPU: ``--device cuda --preset vit-base --dtype bf16`` (the service picks
 CUDA and bf16 by itself; ``--dtype`` sets the limit's and the baseline's).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import json
@@ -37,6 +45,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from math import nan
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +60,7 @@ N_IMAGES = 32
 LABELS = [f"class-{i}" for i in range(10)]
 DTYPES = ("fp32", "bf16", "fp16")
 READY_TIMEOUT_S = 300
-REQUEST_TIMEOUT_S = 120
+REQUEST_TIMEOUT_S = 30
 MAX_REQUESTS_PER_LEVEL = 50_000
 
 
@@ -172,6 +181,53 @@ class Limit:
         self.pool.shutdown()
 
 
+def measure_limit(folder: Path, device: str, dtype: str, sizes: list[int], seconds: float) -> dict:
+    """Images/s at each batch size, measured in a child process on the servers' CPUs."""
+    command = [sys.executable, "-m", "benchmarks.serve_throughput", "--limit-only", str(folder)]
+    command += ["--device", device, "--dtype", dtype, "--limit-seconds", str(seconds)]
+    command += ["--batch-sizes", ",".join(map(str, sizes))]
+    done = subprocess.run(
+        command,
+        cwd=REPO,
+        env={**os.environ, **_device_env(device)},
+        capture_output=True,
+        text=True,
+        timeout=READY_TIMEOUT_S + 2 * len(sizes) * (seconds + 30),
+        preexec_fn=_pin(SERVER_CPUS),
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the in-process limit failed:\n{done.stderr[-3000:]}")
+    return {int(size): rate for size, rate in json.loads(done.stdout.splitlines()[-1]).items()}
+
+
+def _limit_only(args) -> int:
+    limit = Limit(Path(args.limit_only), args.device, args.dtype, make_images())
+    rates = {size: limit.measure(size, args.limit_seconds) for size in args.batch_sizes}
+    limit.close()
+    print(json.dumps(rates))
+    return 0
+
+
+# The client gets a core of its own (the last one) and the servers and the in-process
+# limit share the others, so that load generation does not compete with the measured
+# code, and every measured process sizes its torch threads from the same CPU set.
+_USABLE = sorted(os.sched_getaffinity(0))
+SERVER_CPUS = set(_USABLE[:-1]) if len(_USABLE) > 1 else set(_USABLE)
+CLIENT_CPUS = {_USABLE[-1]} if len(_USABLE) > 1 else set(_USABLE)
+
+
+def _pin(cpus: set[int]):
+    def pin() -> None:
+        os.sched_setaffinity(0, cpus)
+
+    return pin
+
+
+def _device_env(device: str) -> dict[str, str]:
+    # a CPU run stays on the CPU even where a GPU exists
+    return {"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}
+
+
 # --- the servers ---------------------------------------------------------------------------
 
 
@@ -191,6 +247,7 @@ class Server:
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,  # stop() ends the server's whole process group
+            preexec_fn=_pin(SERVER_CPUS),
         )
 
     def wait_ready(self) -> None:
@@ -239,9 +296,7 @@ class Server:
 
 def make_servers(tag: str, folder: Path, device: str, dtype: str, logs: Path) -> dict[str, Server]:
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "VISIONTUNE_MODEL": tag, "PYTHONUNBUFFERED": "1"}
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run stays on the CPU even where a GPU exists
+    env = {**os.environ, "VISIONTUNE_MODEL": tag, "PYTHONUNBUFFERED": "1", **_device_env(device)}
     bentoml = [str(bin_dir / "bentoml"), "serve", "service:ImageClassifier"]
     bentoml += ["--host", "127.0.0.1", "--port", "{port}"]
     uvicorn = [sys.executable, "-m", "uvicorn", "benchmarks.baseline_app:app"]
@@ -332,11 +387,10 @@ async def load(
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
+    if args.limit_only:
+        return _limit_only(args)
     started = time.perf_counter()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    os.sched_setaffinity(0, CLIENT_CPUS)
     if args.quick:
         args.concurrency, args.batch_sizes = [1, 8], [1, 8]
         args.seconds, args.warmup, args.rounds = 3.0, 1.0, 1
@@ -348,8 +402,6 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers.values():
             stack.callback(server.stop)
             server.start()
-        limit = Limit(folder, args.device, args.dtype, images)
-        stack.callback(limit.close)
         for server in servers.values():
             server.wait_ready()
         serving = servers["service"].describe()
@@ -358,8 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         limit_rates = {size: [] for size in args.batch_sizes}
         rows = {name: {c: [] for c in args.concurrency} for name in SERVERS}
         for round_index, order in enumerate(rotations(SERVERS, args.rounds)):
-            for size in rotations(args.batch_sizes, args.rounds)[round_index]:
-                rate = limit.measure(size, args.limit_seconds)
+            sizes = rotations(args.batch_sizes, args.rounds)[round_index]
+            measured = measure_limit(folder, args.device, args.dtype, sizes, args.limit_seconds)
+            for size, rate in measured.items():
                 limit_rates[size].append(rate)
                 print(f"  round {round_index + 1} limit batch {size:2d}: {rate:7.1f} images/s")
             for name in order:
@@ -416,6 +469,13 @@ def _summarise(args, limit_rates, rows, serving, images) -> dict:
             "target": 2.0,
         },
     }
+    # What the in-process limit allows each ratio at most: the service cannot beat the
+    # best limit, and the other two rows do no worse than the limit at batch 1 (the
+    # unbatched service) or than the baseline as measured.
+    targets["service_over_unbatched"]["ceiling"] = limit[str(best_size)] / limit.get("1", nan)
+    targets["service_over_baseline"]["ceiling"] = (
+        limit[str(best_size)] / table["baseline"][str(c)]["images_per_second"]
+    )
     for target in targets.values():
         if isinstance(target, dict):
             target["met"] = target["value"] >= target["target"]
@@ -433,6 +493,8 @@ def _summarise(args, limit_rates, rows, serving, images) -> dict:
             "distinct": len(images),
             "mean_bytes": int(sum(map(len, images)) / len(images)),
         },
+        "server_cpus": sorted(SERVER_CPUS),
+        "client_cpus": sorted(CLIENT_CPUS),
         "rounds": args.rounds,
         "seconds_per_level": args.seconds,
         "warmup_seconds": args.warmup,
@@ -448,7 +510,7 @@ def _summarise(args, limit_rates, rows, serving, images) -> dict:
 
 
 def _arguments(argv):
-    args = parser(__doc__.splitlines()[0])
+    args = parser(__doc__.splitlines()[0], threads=False)
     args.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args.add_argument("--preset", choices=["deit-tiny", "vit-base"], default="deit-tiny")
     args.add_argument(
@@ -460,6 +522,7 @@ def _arguments(argv):
     args.add_argument("--limit-seconds", type=float, default=3.0, help="seconds per batch size")
     args.add_argument("--concurrency", type=_ints, default=CONCURRENCY)
     args.add_argument("--batch-sizes", type=_ints, default=BATCH_SIZES)
+    args.add_argument("--limit-only", metavar="MODEL_FOLDER", help=argparse.SUPPRESS)
     return args.parse_args(argv)
 
 

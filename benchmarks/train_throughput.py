@@ -18,6 +18,13 @@ out (visiontune's epochs are timed by wrapping the progress bar that
 ``train()`` iterates). The first epoch of every run is a warm-up and is not
 counted. The loops alternate round by round (in a rotating order) and the
 figures are medians over rounds, so a noisy neighbour slows all of them alike.
+
+Throughput is counted per CPU-second of the training process (``time.process_time``,
+with one torch thread: ``make bench`` passes ``--threads 1``) as well as per
+wall-clock second. On a machine shared with other work, wall-clock time mostly
+measures how often the scheduler lets the process run; CPU time measures the
+loop's own work, so the ratios and the target use it, and the wall-clock figures
+are there to read beside them.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ VARIANTS = ["visiontune", "plain", "hf_trainer"]
 # name: (backbone preset, image size, batch size, timed epochs per run)
 WORKLOADS = {
     "demo-vit-16px": ("small", 16, 16, 2),
-    "deit-tiny-64px": ("deit-tiny", 64, 32, 1),
+    "deit-tiny-48px": ("deit-tiny", 48, 32, 1),
 }
 LR = 1e-3
 WEIGHT_DECAY = 0.01
@@ -239,10 +246,10 @@ def measure(workload: str, rounds: int, work: Path, quick: bool = False) -> dict
                 f"{cpu_ms[name][-1]:6.2f} CPU ms/image",
                 flush=True,
             )
-    ratios = {
+    wall_ratios = {
         name: [v / p for v, p in zip(rate[name], rate["plain"], strict=True)] for name in VARIANTS
     }
-    cpu_ratios = {
+    ratios = {
         name: [p / v for v, p in zip(cpu_ms[name], cpu_ms["plain"], strict=True)]
         for name in VARIANTS
     }
@@ -253,26 +260,28 @@ def measure(workload: str, rounds: int, work: Path, quick: bool = False) -> dict
         "train_images_per_epoch": images,
         "steps_per_epoch": math.ceil(images / batch_size),
         "timed_epochs_per_run": timed_epochs,
+        "images_per_cpu_second": {name: 1000 / median(v) for name, v in cpu_ms.items()},
         "images_per_second": {name: median(v) for name, v in rate.items()},
-        "cpu_ms_per_image": {name: median(v) for name, v in cpu_ms.items()},
         "ratio_to_plain": {name: median(v) for name, v in ratios.items()},
-        "cpu_ratio_to_plain": {name: median(v) for name, v in cpu_ratios.items()},
+        "wall_ratio_to_plain": {name: median(v) for name, v in wall_ratios.items()},
         "by_round": {
-            "images_per_second": rate,
             "cpu_ms_per_image": cpu_ms,
+            "images_per_second": rate,
             "ratio_to_plain": ratios,
+            "wall_ratio_to_plain": wall_ratios,
         },
     }
 
 
 TARGET = 0.9
+ROUNDS = 5
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     set_threads(args)
     started = time.perf_counter()
-    rounds = 1 if args.quick else 3
+    rounds = 1 if args.quick else ROUNDS
     workloads = ["demo-vit-16px"] if args.quick else list(WORKLOADS)
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as work:
@@ -284,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         summary[workload] = {
             "visiontune_over_plain": ratio["visiontune"],
             "hf_trainer_over_plain": ratio["hf_trainer"],
-            "visiontune_over_plain_cpu": r["cpu_ratio_to_plain"]["visiontune"],
+            "visiontune_over_plain_wall": r["wall_ratio_to_plain"]["visiontune"],
             "target": TARGET,
             "met": ratio["visiontune"] >= TARGET,
         }

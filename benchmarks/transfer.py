@@ -25,7 +25,7 @@ from benchmarks.common import parser, set_threads, write_result
 SHOTS = [5, 20, None]  # examples per class; None: all of the training split
 # (row, initial weights, strategy, peak learning rate)
 ROWS = [
-    ("linear", "pretrained", "linear", 5e-3),
+    ("linear", "pretrained", "linear", 5e-2),
     ("partial", "pretrained", "partial", 1e-3),
     ("full", "pretrained", "full", 5e-4),
     ("lora", "pretrained", "lora", 2e-3),
