@@ -27,7 +27,7 @@ install: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/python -m training.demo
 
-test: $(BIN)/.installed tools podman
+test: $(BIN)/.installed tools podman prometheus
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -49,7 +49,7 @@ clean:
 # buildah and the offline checkers are installed on first use.
 TOOLS := .venv-tools
 
-.PHONY: tools podman image deploy-local undeploy-local
+.PHONY: tools podman prometheus image deploy-local undeploy-local
 
 $(TOOLS)/.installed: deploy/tools/requirements.txt deploy/tools/crd/package-lock.json
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -61,6 +61,11 @@ tools: $(TOOLS)/.installed
 
 podman:
 	deploy/local/setup-podman.sh
+
+# A throwaway Prometheus runs the alert rules and dashboard queries on what the
+# e2e test's pod exports; promtool checks the rules.
+prometheus:
+	deploy/local/install-debian-packages.sh prometheus
 
 image: $(BIN)/.installed podman
 	deploy/local/build-image.sh

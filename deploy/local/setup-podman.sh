@@ -4,27 +4,11 @@
 # on a fresh machine with no container registry in reach. Idempotent: a second
 # run installs nothing and rewrites nothing.
 set -euo pipefail
+cd "$(dirname "$0")"
 
+# catatonit: the pause process of the pods `podman kube play` creates.
 PACKAGES=(podman buildah runc catatonit debootstrap uidmap slirp4netns fuse-overlayfs)
 CONF=/etc/containers/containers.conf
-
-missing_packages() {
-    local pkg
-    for pkg in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q "install ok installed" \
-            || echo "$pkg"
-    done
-}
-
-install_packages() {
-    local missing
-    missing=$(missing_packages)
-    [ -z "$missing" ] && return 0
-    echo "setup-podman: installing $missing"
-    apt-get update -qq
-    # shellcheck disable=SC2086 # one word per package
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
-}
 
 # crun fails in this sandbox and the default ulimits cannot be raised here:
 # use runc and inherit the caller's limits.
@@ -39,7 +23,7 @@ write_containers_conf() {
     echo "setup-podman: wrote $CONF"
 }
 
-install_packages
+./install-debian-packages.sh "${PACKAGES[@]}"
 write_containers_conf
-podman info --format '{{.Host.OCIRuntime.Name}} {{.Store.GraphDriverName}}' >/dev/null
+podman info --format '{{.Host.OCIRuntime.Name}}' >/dev/null
 echo "setup-podman: $(podman --version), $(buildah --version | cut -d' ' -f1-3), runtime runc"

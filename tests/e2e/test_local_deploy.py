@@ -4,7 +4,8 @@ The same scripts as `make image`, `make deploy-local` and `make undeploy-local`
 run here, with their own image tag and a free port, so a developer's local
 deployment is left alone. The base image is built once and kept between runs.
 Every metric named by the Grafana dashboard and the alert rules must be
-exported by the running container.
+exported by the running container, and a throwaway Prometheus scraping the pod
+runs every dashboard query (each panel shows data) and every alert rule.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -19,10 +21,11 @@ import time
 import httpx
 import pytest
 import torch
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO
-from tests.deploy.tools import EXTERNAL_METRICS, promql_metrics
+from tests.deploy.tools import DEPLOY, EXTERNAL_METRICS, promql_metrics
 
 # A cold machine builds the base image and every image layer: minutes on 2 cores.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -189,13 +192,96 @@ def test_podman_run_serves_the_image(image, held_out):
         subprocess.run(["podman", "stop", "-t", "10", name], capture_output=True)
 
 
-def wait_ready(url: str, timeout: float = 180) -> None:
+def wait_ready(url: str, timeout: float = 180, path: str = "/readyz") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(1)
-    pytest.fail(f"{url}/readyz not ready after {timeout}s")
+    pytest.fail(f"{url}{path} not ready after {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def prometheus(url, tmp_path_factory):
+    """Prometheus scraping the pod every second with the alert rules loaded; the
+    target carries the labels the Prometheus Operator would give it."""
+    if shutil.which("prometheus") is None:
+        pytest.skip("prometheus is not installed: run `make prometheus`")
+    folder = tmp_path_factory.mktemp("prometheus")
+    rules = folder / "rules.yaml"
+    rule = yaml.safe_load((DEPLOY / "k8s" / "base" / "prometheusrule.yaml").read_text())
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    check = subprocess.run(["promtool", "check", "rules", rules], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    config = folder / "prometheus.yaml"
+    config.write_text(yaml.safe_dump(scrape_config(url, rules)))
+    port = free_port()
+    command = ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}"]
+    command += [f"--web.listen-address=127.0.0.1:{port}"]
+    with (folder / "prometheus.log").open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", path="/-/ready")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def scrape_config(url: str, rules) -> dict:
+    target = {
+        "targets": [url.removeprefix("http://")],
+        "labels": {"namespace": "visiontune", "service": "visiontune", "pod": POD},
+    }
+    return {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": [{"job_name": "visiontune", "static_configs": [target]}],
+    }
+
+
+def dashboard_panels() -> list[dict]:
+    dashboard = json.loads((DEPLOY / "grafana" / "visiontune.json").read_text())
+    return [panel for panel in dashboard["panels"] if panel["type"] != "row"]
+
+
+def as_prometheus_sees_it(expr: str) -> str:
+    """Grafana's variables as Grafana would fill them for "All" namespaces and services."""
+    return (
+        expr.replace("$__rate_interval", "1m").replace("$namespace", ".*").replace("$service", ".*")
+    )
+
+
+def query(prometheus: str, expr: str) -> list:
+    response = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=30)
+    assert response.status_code == 200, f"{expr}: {response.text}"
+    return response.json()["data"]["result"]
+
+
+def send_traffic(url: str, held_out, seconds: int = 8) -> None:
+    """Good and bad requests spread over a few scrapes, so rate() has points."""
+    images = [png for png, _, _ in held_out[:4]]
+    for _ in range(seconds):
+        classify(url, images)
+        httpx.post(f"{url}/classify", files=[("images", ("bad.png", b"", "image/png"))])
+        time.sleep(1)
+
+
+def test_every_dashboard_panel_shows_data_and_every_alert_evaluates(url, prometheus, held_out):
+    send_traffic(url, held_out)
+    time.sleep(3)
+    empty = []
+    for panel in dashboard_panels():
+        exprs = [as_prometheus_sees_it(target["expr"]) for target in panel["targets"]]
+        results = [query(prometheus, expr) for expr in exprs]
+        if not any(results) and "DCGM" not in " ".join(exprs):
+            empty.append(panel["title"])
+    assert not empty, f"panels without data: {empty}"
+    rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=30).json()["data"]["groups"]
+    health = {
+        rule["name"]: (rule["health"], rule.get("lastError")) for g in rules for rule in g["rules"]
+    }
+    assert health and all(state == "ok" for state, _ in health.values()), health
