@@ -1,8 +1,10 @@
 """End to end: train -> bento -> OCI image -> `podman kube play` -> classify over HTTP -> tear down.
 
 The same scripts as `make image`, `make deploy-local` and `make undeploy-local`
-run here, with their own image tag and a free port, so a developer's local
-deployment is left alone. The base image is built once and kept between runs.
+run here, with their own image tag and a free port, so the image that `make
+deploy-local` runs is left alone; the pod has the same name, so a local
+deployment running at the time is replaced and removed. The base image is
+built once and kept between runs.
 Every metric named by the Grafana dashboard and the alert rules must be
 exported by the running container, and a throwaway Prometheus scraping the pod
 runs every dashboard query (each panel shows data) and every alert rule.
