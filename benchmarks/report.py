@@ -56,10 +56,11 @@ machine, which each section records (load average when the script started).
 
 def _machine(result: dict) -> str:
     m = result["machine"]
+    threads = m.get("torch_threads_measured", m["torch_threads"])
     return (
         f"Machine: {m['cpu']}, {m['usable_cpus']} usable cores, torch "
-        f"{m['versions'].get('torch', '?')} with {m['torch_threads']} intra-op thread(s) in "
-        f"the measuring process, load average {m['load_average_at_start'][0]} at the start; "
+        f"{m['versions'].get('torch', '?')} with {threads} intra-op thread(s) in "
+        f"the measured processes, load average {m['load_average_at_start'][0]} at the start; "
         f"commit {m['git_commit']}, {result['finished']}, {result['wall_seconds']:.0f}s.\n"
         f"Reproduce: `{result['command']}`"
     )
@@ -179,10 +180,13 @@ def _serving(result: dict, title: str = "## Serving throughput and latency (issu
         lines.append(f"| {size} | {rate:.1f} |")
     lines += [
         "",
-        "Servers (client-side latency of each request):",
+        "Servers (client-side latency of each request; medians over rounds, and the range "
+        "of images/s over rounds: the rotating order puts each level after a different one, "
+        "so a wide range marks a row that depends on what the server did just before):",
         "",
-        "| server | concurrency | images/s | p50 ms | p95 ms | p99 ms | requests | failures |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server | concurrency | images/s | (rounds: min-max) | p50 ms | p95 ms | p99 ms | "
+        "requests | failures |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     names = {
         "service": "service, adaptive batching",
@@ -193,8 +197,10 @@ def _serving(result: dict, title: str = "## Serving throughput and latency (issu
         label = names.get(name, name)
         for c, row in levels.items():
             failures = sum(row["failures"].values())
+            rates = [run["images_per_second"] for run in result["servers_by_round"][name][c]]
             lines.append(
-                f"| {label} | {c} | {row['images_per_second']:.1f} | {row['p50_ms']:.0f} | "
+                f"| {label} | {c} | {row['images_per_second']:.1f} | "
+                f"{min(rates):.1f}-{max(rates):.1f} | {row['p50_ms']:.0f} | "
                 f"{row['p95_ms']:.0f} | {row['p99_ms']:.0f} | {row['requests']} | {failures} |"
             )
             label = ""

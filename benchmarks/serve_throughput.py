@@ -50,7 +50,16 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import REPO, RESULTS, median, parser, percentile, rotations, write_result
+from benchmarks.common import (
+    REPO,
+    RESULTS,
+    machine_facts,
+    median,
+    parser,
+    percentile,
+    rotations,
+    write_result,
+)
 
 SERVERS = ["service", "service_unbatched", "baseline"]
 CONCURRENCY = [1, 8, 32, 64]
@@ -390,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit_only:
         return _limit_only(args)
     started = time.perf_counter()
+    facts = machine_facts()  # before this process moves to the client's core
     os.sched_setaffinity(0, CLIENT_CPUS)
     if args.quick:
         args.concurrency, args.batch_sizes = [1, 8], [1, 8]
@@ -428,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         logs = {name: server.tail(15) for name, server in servers.items()}
     result = _summarise(args, limit_rates, rows, serving, images)
     result["server_log_tails"] = logs
+    result["machine"] = {**facts, "torch_threads_measured": len(SERVER_CPUS)}
     if args.output is None and args.device != "cpu":
         suffix = ".quick.json" if args.quick else ".json"
         args.output = RESULTS / f"serve_throughput-{args.device}-{args.preset}-{args.dtype}{suffix}"

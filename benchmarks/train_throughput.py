@@ -45,7 +45,7 @@ VARIANTS = ["visiontune", "plain", "hf_trainer"]
 
 # name: (backbone preset, image size, batch size, timed epochs per run)
 WORKLOADS = {
-    "demo-vit-16px": ("small", 16, 16, 2),
+    "demo-vit-16px": ("small", 16, 16, 4),
     "deit-tiny-48px": ("deit-tiny", 48, 32, 1),
 }
 LR = 1e-3
