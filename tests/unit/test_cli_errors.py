@@ -65,13 +65,19 @@ def test_usage_errors_are_one_line(args, fragments):
     assert_one_line_error(visiontune(*args), *fragments)
 
 
+def test_bad_backbone_fails_before_the_data_is_read(tmp_path):
+    result = visiontune("train", "--data", str(tmp_path / "nothing"), "--backbone", "b")
+    assert_one_line_error(result, "--backbone b")
+
+
 def test_unknown_backbone_folder(tmp_path):
     result = visiontune("train", "--data", "digits", "--backbone", str(tmp_path / "nowhere"))
     assert_one_line_error(result, "no such folder", str(tmp_path / "nowhere"))
 
 
-def test_missing_data_folder(tmp_path):
-    result = visiontune("train", "--data", str(tmp_path / "nothing"), "--backbone", "b")
+def test_missing_data_folder(tmp_path, make_backbone):
+    backbone = str(make_backbone("vit", 16))
+    result = visiontune("train", "--data", str(tmp_path / "nothing"), "--backbone", backbone)
     assert_one_line_error(result, "no such folder")
 
 
@@ -96,9 +102,10 @@ def test_help_lists_the_config_flags():
     assert "(default: linear)" in result.stdout
 
 
-def test_strict_names_the_bad_file(tmp_path):
+def test_strict_names_the_bad_file(tmp_path, make_backbone):
     write_classes(tmp_path, {"1": 3, "2": 3})
     bad = add_bad_files(tmp_path / "2")
-    result = visiontune("train", "--data", str(tmp_path), "--backbone", "b", "--strict")
+    backbone = str(make_backbone("vit", 16))
+    result = visiontune("train", "--data", str(tmp_path), "--backbone", backbone, "--strict")
     line = assert_one_line_error(result, "(--strict)")
     assert any(str(path) in line for path in bad)
