@@ -71,6 +71,13 @@ DTYPES = ("fp32", "bf16", "fp16")
 READY_TIMEOUT_S = 300
 REQUEST_TIMEOUT_S = 30
 MAX_REQUESTS_PER_LEVEL = 50_000
+# Prometheus samples of the service read around each measured window: where its time goes
+METRIC_SAMPLES = {
+    "visiontune_preprocess_seconds_sum": "decode_seconds",
+    "visiontune_preprocess_seconds_count": "decode_calls",
+    "visiontune_inference_seconds_sum": "inference_seconds",
+    "visiontune_inference_seconds_count": "batches",
+}
 
 
 def make_images(count: int = N_IMAGES, size: tuple[int, int] = IMAGE_SIZE) -> list[bytes]:
@@ -276,6 +283,26 @@ class Server:
             time.sleep(1)
         raise TimeoutError(f"{self.name} not ready in {READY_TIMEOUT_S}s:\n{self.tail()}")
 
+    def snapshot(self) -> dict[str, float]:
+        """Counters to difference over a measured window: the server's CPU seconds (all its
+        processes) and, where the server exports them, the service's own timings."""
+        counters = {"cpu_seconds": _tree_cpu_seconds(self.process.pid)}
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            response = httpx.get(f"{self.url}/metrics", timeout=10)
+        except httpx.HTTPError:
+            return counters
+        if response.status_code != 200:
+            return counters
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                if sample.name in METRIC_SAMPLES:
+                    key = METRIC_SAMPLES[sample.name]
+                    counters[key] = counters.get(key, 0.0) + sample.value
+        return counters
+
     def describe(self) -> dict | None:
         """The service's own account of how it serves (``GET /model``), if it has one."""
         import httpx
@@ -332,7 +359,12 @@ def make_servers(tag: str, folder: Path, device: str, dtype: str, logs: Path) ->
 
 
 async def load(
-    url: str, images: list[bytes], concurrency: int, seconds: float, warmup: float
+    url: str,
+    images: list[bytes],
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    snapshot=None,
 ) -> dict:
     """``concurrency`` requests in flight for ``seconds`` (after ``warmup``): rate and latency."""
     import aiohttp
@@ -374,12 +406,16 @@ async def load(
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         until = time.perf_counter() + warmup
         await asyncio.gather(*(worker(session, until, False) for _ in range(concurrency)))
+        before = snapshot() if snapshot else {}
         cpu, started = time.process_time(), time.perf_counter()
         until = started + seconds
         await asyncio.gather(*(worker(session, until, True) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
         client_cpu = time.process_time() - cpu
+        after = snapshot() if snapshot else {}
+    served = len(latencies) or 1
     return {
+        "server": _breakdown(before, after, served, elapsed),
         "images_per_second": len(latencies) / elapsed,
         "p50_ms": 1000 * percentile(latencies, 50),
         "p95_ms": 1000 * percentile(latencies, 95),
@@ -389,6 +425,46 @@ async def load(
         "seconds": elapsed,
         "client_cpu_share": client_cpu / elapsed,
     }
+
+
+def _breakdown(before: dict, after: dict, images: int, elapsed: float) -> dict:
+    """Per image: the server's CPU time and, for the service, what its own metrics account for."""
+    delta = {key: after[key] - before.get(key, 0.0) for key in after}
+    out = {}
+    if "cpu_seconds" in delta:
+        out["cpu_ms_per_image"] = 1000 * delta["cpu_seconds"] / images
+        out["cpu_busy_share"] = delta["cpu_seconds"] / elapsed / max(1, len(SERVER_CPUS))
+    if delta.get("batches"):
+        out["decode_ms_per_image"] = 1000 * delta.get("decode_seconds", 0.0) / images
+        out["inference_ms_per_image"] = 1000 * delta["inference_seconds"] / images
+        out["mean_batch_size"] = images / delta["batches"]
+        if "cpu_ms_per_image" in out:
+            out["other_ms_per_image"] = (
+                out["cpu_ms_per_image"] - out["decode_ms_per_image"] - out["inference_ms_per_image"]
+            )
+    return out
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of a live process and all its descendants (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parent, cpu = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])  # fields after the name: state, ppid, ...
+        cpu[pid] = int(fields[11]) + int(fields[12])  # utime, stime
+    tree, frontier = {root}, [root]
+    while frontier:
+        children = [pid for pid, ppid in parent.items() if ppid in frontier and pid not in tree]
+        tree.update(children)
+        frontier = children
+    return sum(cpu.get(pid, 0) for pid in tree) / ticks
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -427,7 +503,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  round {round_index + 1} limit batch {size:2d}: {rate:7.1f} images/s")
             for name in order:
                 for c in rotations(args.concurrency, args.rounds)[round_index]:
-                    row = asyncio.run(load(servers[name].url, images, c, args.seconds, args.warmup))
+                    server = servers[name]
+                    row = asyncio.run(
+                        load(server.url, images, c, args.seconds, args.warmup, server.snapshot)
+                    )
                     rows[name][c].append(row)
                     print(
                         f"  round {round_index + 1} {name:17s} c={c:2d}: "
@@ -458,6 +537,11 @@ def _summarise(args, limit_rates, rows, serving, images) -> dict:
                 for key in ("images_per_second", "p50_ms", "p95_ms", "p99_ms", "client_cpu_share")
             }
             table[name][str(c)]["requests"] = sum(run["requests"] for run in runs)
+            keys = {key for run in runs for key in run.get("server", {})}
+            table[name][str(c)]["server"] = {
+                key: median([run["server"][key] for run in runs if key in run["server"]])
+                for key in sorted(keys)
+            }
             failures: dict[str, int] = {}
             for run in runs:
                 for problem, count in run["failures"].items():
