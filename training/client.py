@@ -13,6 +13,7 @@ import json
 import mimetypes
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,6 +27,23 @@ EXIT_ERROR = 2
 
 class ClientError(Exception):
     """A problem that stops the whole command (one line, no traceback)."""
+
+
+def wait_until_ready(
+    url: str, timeout: float = 180, server=None, path: str = "/readyz", interval: float = 0.5
+) -> None:
+    """Poll ``url + path`` until it answers 200; fail early if the ``server`` process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server is not None and server.poll() is not None:
+            raise ClientError(f"the server exited with {server.returncode}")
+        try:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(interval)
+    raise ClientError(f"{url}{path} was not ready within {timeout:.0f}s")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,13 +18,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import bentoml
 import httpx
 
 from training.backbones import save_random_backbone
+from training.client import wait_until_ready
 from training.config import TrainConfig
 from training.data import load_data
 from training.train import train
@@ -113,7 +113,7 @@ def serve_and_classify(tag: bentoml.Tag, config: TrainConfig, count: int = 8) ->
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, server)
+        wait_until_ready(url, server=server)
         response = httpx.post(f"{url}/classify", files=files, timeout=60)
         response.raise_for_status()
         predictions = response.json()
@@ -127,20 +127,6 @@ def serve_and_classify(tag: bentoml.Tag, config: TrainConfig, count: int = 8) ->
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def _wait_ready(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with {server.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url} was not ready within {timeout:.0f}s")
 
 
 def _free_port() -> int:

@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO
 from tests.deploy.tools import DEPLOY, EXTERNAL_METRICS, promql_metrics
+from training.client import ClientError, wait_until_ready
 
 # A cold machine builds the base image and every image layer: minutes on 2 cores.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -195,15 +196,10 @@ def test_podman_run_serves_the_image(image, held_out):
 
 
 def wait_ready(url: str, timeout: float = 180, path: str = "/readyz") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"{url}{path} not ready after {timeout}s")
+    try:
+        wait_until_ready(url, timeout, path=path, interval=1)
+    except ClientError as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture(scope="module")

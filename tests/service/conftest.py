@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO
+from training.client import ClientError, wait_until_ready
 
 START_TIMEOUT_S = 120
 
@@ -57,17 +57,10 @@ class Server:
         self.client = httpx.Client(base_url=self.url, timeout=60)
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"bentoml serve exited with {self.process.returncode}:\n{self.tail()}")
-            try:
-                if self.client.get("/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        pytest.fail(f"bentoml serve not ready after {START_TIMEOUT_S}s:\n{self.tail()}")
+        try:
+            wait_until_ready(self.url, START_TIMEOUT_S, server=self.process, interval=0.25)
+        except ClientError as err:
+            pytest.fail(f"bentoml serve: {err}:\n{self.tail()}")
 
     def stop(self) -> None:
         self.client.close()
