@@ -59,6 +59,9 @@ class Settings(BaseModel):
     compile: bool = Field(
         False, description="torch.compile the model (slower start, faster steps)."
     )
+    threads: int | None = Field(
+        None, ge=1, description="Torch CPU threads per worker; default: the CPUs shared by workers."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -82,8 +85,9 @@ class Settings(BaseModel):
         }
 
     def cpu_threads(self) -> int:
-        """Torch threads per worker: the CPUs this container may use, shared by the workers."""
-        return max(1, available_cpus() // self.workers)
+        """Torch threads per worker: ``threads`` if set, else the CPUs this container may use
+        shared by the workers (too many threads on a busy host wait on each other)."""
+        return self.threads or max(1, available_cpus() // self.workers)
 
 
 def available_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:

@@ -52,6 +52,9 @@ def test_cpu_threads_share_the_cpus_between_workers(monkeypatch):
     monkeypatch.setattr("service.settings.available_cpus", lambda: 8)
     assert Settings(workers=2).cpu_threads() == 4
     assert Settings(workers=16).cpu_threads() == 1
+    assert (
+        Settings.from_env({"VISIONTUNE_THREADS": "3", "VISIONTUNE_WORKERS": "2"}).cpu_threads() == 3
+    )
 
 
 def test_available_cpus_honours_a_cgroup_quota(tmp_path, monkeypatch):
