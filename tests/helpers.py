@@ -91,6 +91,22 @@ def metadata(labels=("3", "5", "8"), **changes) -> ModelMetadata:
     return ModelMetadata(**{**values, **changes})
 
 
+def digits_classifier_config(backbone: Path, name: str, output_dir: Path, epochs: int):
+    """A tiny ResNet fine-tuned on all digits at 16 px: the model the served tiers classify with."""
+    from training.config import TrainConfig
+
+    return TrainConfig(
+        data="digits",
+        backbone=str(backbone),
+        image_size=16,
+        strategy="full",
+        lr=3e-3,
+        epochs=epochs,
+        name=name,
+        output_dir=output_dir,
+    )
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
     """Exit 2 and exactly one stderr line, `visiontune: error: ...` (so no traceback either)."""
     lines = result.stderr.strip().splitlines()

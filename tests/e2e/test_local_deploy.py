@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO
 from tests.deploy.tools import DEPLOY, EXTERNAL_METRICS, promql_metrics
+from tests.helpers import digits_classifier_config
 from training.client import ClientError, wait_until_ready
 
 # A cold machine builds the base image and every image layer: minutes on 2 cores.
@@ -63,18 +64,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def digits_config(make_backbone, tmp_path_factory):
-    from training.config import TrainConfig
-
-    return TrainConfig(
-        data="digits",
-        backbone=str(make_backbone("resnet", image_size=16)),
-        image_size=16,
-        strategy="full",
-        lr=3e-3,
-        epochs=6,
-        name="e2e-digits",
-        output_dir=tmp_path_factory.mktemp("e2e-run"),
-    )
+    backbone = make_backbone("resnet", image_size=16)
+    run = tmp_path_factory.mktemp("e2e-run")
+    return digits_classifier_config(backbone, "e2e-digits", run, epochs=6)
 
 
 @pytest.fixture(scope="module")

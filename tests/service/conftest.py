@@ -21,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO
+from tests.helpers import digits_classifier_config
 from training.client import ClientError, wait_until_ready
 
 START_TIMEOUT_S = 120
@@ -97,20 +98,11 @@ def total(samples: dict[str, dict[tuple, float]], name: str, **labels: str) -> f
 
 @pytest.fixture(scope="session")
 def digits_model(make_backbone, tmp_path_factory) -> str:
-    from training.config import TrainConfig
     from training.train import train
 
-    config = TrainConfig(
-        data="digits",
-        backbone=str(make_backbone("resnet", image_size=16)),
-        image_size=16,
-        strategy="full",
-        lr=3e-3,
-        epochs=3,
-        name="digits-serve",
-        output_dir=tmp_path_factory.mktemp("digits-run"),
-    )
-    return str(train(config).tag)
+    backbone = make_backbone("resnet", image_size=16)
+    run = tmp_path_factory.mktemp("digits-run")
+    return str(train(digits_classifier_config(backbone, "digits-serve", run, epochs=3)).tag)
 
 
 @pytest.fixture(scope="session")
