@@ -5,8 +5,9 @@ files into model-size arrays (called by the input specs of ``service.inputs`` in
 a worker thread, so bad images are refused before anything is queued),
 ``predict`` a batch (normalise, forward, calibrated softmax) and ``encode`` the
 probabilities as labels. ``classify`` (multipart files) and ``classify_json``
-(base64) are batchable APIs: BentoML's adaptive batching dispatcher gathers the
-images of concurrent requests into one ``predict``. ``GET /model`` describes the
+(base64) are batchable APIs: BentoML's adaptive batching dispatcher (with the
+wait estimate of ``service.batching``) gathers the images of concurrent requests
+into one ``predict``. ``GET /model`` describes the
 model being served.
 """
 
@@ -27,6 +28,7 @@ from transformers import AutoModelForImageClassification
 
 from contract.images import ImageError, Preprocessing, decode_image
 from contract.savedmodel import STAGE_LABEL, ModelMetadata
+from service import batching
 from service.inputs import (
     Base64Images,
     BodyLimit,
@@ -40,6 +42,7 @@ from service.metrics import PredictionMetrics
 from service.settings import settings
 
 logger = logging.getLogger("bentoml.visiontune")
+batching.install()  # before BentoML builds this service's batching dispatchers
 
 
 class LabelScore(BaseModel):
