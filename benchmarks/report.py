@@ -25,7 +25,7 @@ def write(page: Path = PAGE) -> Path:
     ):
         result = _load(RESULTS / f"{name}.json")
         parts.append(render(result) if result else _missing(name))
-    parts.append(_gpu())
+    parts.append(_other_serving_runs())
     page.write_text("\n\n".join(part.strip() for part in parts) + "\n")
     return page
 
@@ -159,8 +159,8 @@ def _serving(result: dict, title: str = "## Serving throughput and latency (issu
         title,
         "",
         f"ViT `{result['preset']}` at 224x224 (random weights), {result['device']}, "
-        f"{result['dtype']} for the limit and the baseline; the service as configured by "
-        f"default ({_describe_serving(serving)}). Requests: one {image['size'][0]}x"
+        f"{result['dtype']} in every measured process; the service as configured by "
+        f"default but for its precision ({_describe_serving(serving)}). Requests: one {image['size'][0]}x"
         f"{image['size'][1]} JPEG (about {image['mean_bytes'] // 1024} KiB, {image['distinct']} "
         f"distinct) per `POST /classify`, from one aiohttp client on 127.0.0.1 for every row, "
         f"{result['seconds_per_level']:g}s per row after {result['warmup_seconds']:g}s of "
@@ -285,14 +285,23 @@ def _describe_serving(serving: dict) -> str:
     return ", ".join(f"{key} {value}" for key, value in serving.items())
 
 
-def _gpu() -> str:
-    found = sorted(RESULTS.glob("serve_throughput-cuda-*.json"))
+def _other_serving_runs() -> str:
+    """A section per serving run on another device or precision; the GPU one until it is run."""
+    found = sorted(RESULTS.glob("serve_throughput-*.json"))
     found = [path for path in found if not path.name.endswith(".quick.json")]
-    if found:
-        return "\n\n".join(
-            _serving(_load(path), title=f"## Serving on a GPU ({path.stem})") for path in found
-        )
-    return f"""
+    sections = [_serving(_load(path), title=_run_title(path)) for path in found]
+    if not any(path.name.startswith("serve_throughput-cuda-") for path in found):
+        sections.append(GPU_PENDING)
+    return "\n\n".join(sections)
+
+
+def _run_title(path: Path) -> str:
+    _, device, *_, dtype = path.stem.split("-")
+    where = "a GPU" if device == "cuda" else f"{device.upper()} in {dtype}"
+    return f"## Serving on {where} ({path.stem})"
+
+
+GPU_PENDING = f"""
 ## Serving on a GPU
 
 Pending: no session with a GPU has run it yet. The target there is the service

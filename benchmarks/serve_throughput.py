@@ -26,8 +26,11 @@ one core and one torch thread for every measured process, which also keeps the
 measurements away from the stalls two intra-op threads suffer on a shared machine
 (one waits at every barrier for the other to be scheduled again).
 
-On a GPU: ``--device cuda --preset vit-base --dtype bf16`` (the service picks
-CUDA and bf16 by itself; ``--dtype`` sets the limit's and the baseline's).
+``--dtype`` is the precision of every measured process: the limit's, the
+baseline's and the service's (``VISIONTUNE_PRECISION``). On a GPU:
+``--device cuda --preset vit-base --dtype bf16``; on a CPU with native bf16
+(AVX512-BF16 or AMX): ``--dtype bf16``. Runs other than CPU fp32 are written to
+their own results file, ``serve_throughput-DEVICE-PRESET-DTYPE.json``.
 """
 
 from __future__ import annotations
@@ -333,6 +336,7 @@ class Server:
 def make_servers(tag: str, folder: Path, device: str, dtype: str, logs: Path) -> dict[str, Server]:
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "VISIONTUNE_MODEL": tag, "PYTHONUNBUFFERED": "1", **_device_env(device)}
+    env["VISIONTUNE_PRECISION"] = dtype
     bentoml = [str(bin_dir / "bentoml"), "serve", "service:ImageClassifier"]
     bentoml += ["--host", "127.0.0.1", "--port", "{port}"]
     uvicorn = [sys.executable, "-m", "uvicorn", "benchmarks.baseline_app:app"]
@@ -518,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     result = _summarise(args, limit_rates, rows, serving, images)
     result["server_log_tails"] = logs
     result["machine"] = {**facts, "torch_threads_measured": len(SERVER_CPUS)}
-    if args.output is None and args.device != "cpu":
+    if args.output is None and (args.device, args.dtype) != ("cpu", "fp32"):
         suffix = ".quick.json" if args.quick else ".json"
         args.output = RESULTS / f"serve_throughput-{args.device}-{args.preset}-{args.dtype}{suffix}"
     write_result("serve_throughput", result, args, started)
@@ -609,7 +613,10 @@ def _arguments(argv):
     args.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args.add_argument("--preset", choices=["deit-tiny", "vit-base"], default="deit-tiny")
     args.add_argument(
-        "--dtype", choices=DTYPES, default="fp32", help="the limit's and the baseline's precision"
+        "--dtype",
+        choices=DTYPES,
+        default="fp32",
+        help="precision of the limit, baseline and service",
     )
     args.add_argument("--rounds", type=int, default=3)
     args.add_argument("--seconds", type=float, default=8.0, help="measured seconds per row")

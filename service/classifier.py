@@ -43,6 +43,7 @@ from service.settings import settings
 
 logger = logging.getLogger("bentoml.visiontune")
 batching.install()  # before BentoML builds this service's batching dispatchers
+settings.check_precision(has_gpu=torch.cuda.is_available())
 
 
 class LabelScore(BaseModel):
@@ -76,7 +77,7 @@ class ImageClassifier:
         self.labels = self.metadata.labels
         self.preprocessing = Preprocessing.from_pretrained(stored.path)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.autocast_dtype = _half_precision() if self.device.type == "cuda" else None
+        self.autocast_dtype = _autocast_dtype(self.device)
         self.model = self.load(stored.path)
         self.metrics = PredictionMetrics(
             tag=self.tag,
@@ -198,5 +199,7 @@ class ImageClassifier:
 ImageClassifier.add_asgi_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
 
-def _half_precision() -> torch.dtype:
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    gpu_has_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    name = settings.autocast_dtype(device.type, gpu_has_bf16)
+    return getattr(torch, name) if name else None

@@ -11,7 +11,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,6 +56,11 @@ class Settings(BaseModel):
     drift_window: int = Field(
         1000, ge=1, description="Recent predictions per worker compared with the training labels."
     )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="Inference precision. auto: bf16 on a GPU that has it (else fp16), fp32 on "
+        "CPU. bf16 also runs on CPU, fast where it has AVX512-BF16 or AMX (BENCHMARKS.md).",
+    )
     compile: bool = Field(
         False, description="torch.compile the model (slower start, faster steps)."
     )
@@ -83,6 +88,20 @@ class Settings(BaseModel):
             "max_batch_size": self.max_batch_size,
             "max_latency_ms": self.max_latency_ms,
         }
+
+    def check_precision(self, has_gpu: bool) -> None:
+        """Refuse a precision this machine can't run (at import, before workers start)."""
+        if self.precision == "fp16" and not has_gpu:
+            raise ValueError(f"{PREFIX}PRECISION=fp16 needs a GPU; on CPU use bf16 or fp32")
+
+    def autocast_dtype(self, device: str, gpu_has_bf16: bool = False) -> str | None:
+        """The ``torch.autocast`` dtype ``precision`` means on ``device`` ("cpu" or "cuda");
+        None is fp32 (no autocast)."""
+        if self.precision == "auto":
+            if device != "cuda":
+                return None
+            return "bfloat16" if gpu_has_bf16 else "float16"
+        return {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}[self.precision]
 
     def cpu_threads(self) -> int:
         """Torch threads per worker: ``threads`` if set, else the CPUs this container may use

@@ -65,3 +65,33 @@ def test_available_cpus_honours_a_cgroup_quota(tmp_path, monkeypatch):
     quota.write_text("max 100000\n")
     assert available_cpus(quota) == 16
     assert available_cpus(tmp_path / "missing") == 16
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "gpu_has_bf16", "dtype"),
+    [
+        ("auto", "cpu", False, None),
+        ("auto", "cuda", True, "bfloat16"),
+        ("auto", "cuda", False, "float16"),
+        ("fp32", "cuda", True, None),
+        ("bf16", "cpu", False, "bfloat16"),
+        ("bf16", "cuda", True, "bfloat16"),
+        ("fp16", "cuda", True, "float16"),
+    ],
+)
+def test_precision_to_autocast_dtype(precision, device, gpu_has_bf16, dtype):
+    settings = Settings.from_env({"VISIONTUNE_PRECISION": precision})
+    assert settings.autocast_dtype(device, gpu_has_bf16) == dtype
+
+
+def test_fp16_without_a_gpu_is_refused_with_the_fix():
+    settings = Settings.from_env({"VISIONTUNE_PRECISION": "fp16"})
+    settings.check_precision(has_gpu=True)
+    with pytest.raises(ValueError, match="VISIONTUNE_PRECISION=fp16 needs a GPU; on CPU use bf16"):
+        settings.check_precision(has_gpu=False)
+    Settings.from_env({"VISIONTUNE_PRECISION": "bf16"}).check_precision(has_gpu=False)
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValidationError, match="VISIONTUNE_PRECISION"):
+        Settings.from_env({"VISIONTUNE_PRECISION": "int8"})
