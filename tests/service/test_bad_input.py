@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
 import pytest
 from PIL import Image
@@ -143,3 +144,13 @@ def test_no_request_ended_in_a_server_error(server):
     assert not [
         key for key, value in samples.items() if ("http_response_code", "500") in key and value
     ]
+
+
+def test_rejections_are_logged_in_one_line_without_traceback(server):
+    assert post_files(server, b"hello, I am a text file").status_code == 400
+    deadline = time.monotonic() + 10
+    while "answered 400: images.0: not_an_image" not in server.log.read_text():
+        assert time.monotonic() < deadline, server.tail()
+        time.sleep(0.2)
+    log = server.log.read_text()
+    assert "ValidationError" not in log and "Traceback" not in log

@@ -1,0 +1,41 @@
+"""A rejected request is logged in one line at INFO, not as an ERROR with a traceback.
+
+BentoML logs every exception an API raises through ``log_exception``: at ERROR,
+with the traceback. A rejected input (``service.inputs`` raises a pydantic
+``ValidationError``, which BentoML answers with a 400) is the client's mistake and
+is already counted in ``visiontune_rejected_inputs_total``; logged as errors, a
+stream of bad requests would bury the real ones. Every other exception keeps
+BentoML's treatment.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import ValidationError
+
+BENTOML_EXCEPTION_LOGGER = "bentoml._internal.server.http_app"
+
+
+class RejectedInputRecords(logging.Filter):
+    """Rewrites BentoML's record of a ``ValidationError`` as one INFO line naming the problems."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ValidationError):
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['type']} ({e['msg']})"
+                for e in error.errors(include_input=False)
+            )
+            record.msg = f"{record.getMessage()} answered 400: {problems}"
+            record.args = None
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def log_rejections_briefly() -> None:
+    """Attach the filter to the logger BentoML reports API exceptions with (once)."""
+    logger = logging.getLogger(BENTOML_EXCEPTION_LOGGER)
+    if not any(isinstance(f, RejectedInputRecords) for f in logger.filters):
+        logger.addFilter(RejectedInputRecords())
