@@ -44,7 +44,9 @@ from them. Each script also runs alone, `--quick` for a short sanity run:
 `python -m benchmarks.train_throughput`, `benchmarks.transfer`,
 `benchmarks.serve_throughput`. Models are built from configs with random or
 project-trained weights and kept in a temporary BentoML store; nothing is
-downloaded.
+downloaded. A serving run on another device or in another precision
+(`--device cuda`, `--dtype bf16`) is kept in its own results file and gets its
+own section below.
 
 Compared variants are measured side by side in one run: they alternate in a
 rotating order, each is repeated, and the figures are medians over the
