@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -90,6 +92,17 @@ class Server:
         return samples
 
 
+@contextmanager
+def serving(home: Path, env: dict[str, str]) -> Iterator[Server]:
+    """A ready server with ``env``, stopped on the way out."""
+    running = Server(home, env)
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
 def total(samples: dict[str, dict[tuple, float]], name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     wanted = set(labels.items())
@@ -114,12 +127,9 @@ def digit_files(digits_folder) -> dict[str, list[Path]]:
 @pytest.fixture(scope="session")
 def server(digits_model, tmp_path_factory):
     """One worker, adaptive batching on, small input limits."""
-    running = Server(tmp_path_factory.mktemp("home"), {"VISIONTUNE_MODEL": digits_model, **LIMITS})
-    try:
-        running.wait_ready()
+    env = {"VISIONTUNE_MODEL": digits_model, **LIMITS}
+    with serving(tmp_path_factory.mktemp("home"), env) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def _free_port() -> int:

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.conftest import LIMITS, START_TIMEOUT_S, Server
+from tests.service.conftest import LIMITS, START_TIMEOUT_S, Server, serving
 
 
 @pytest.fixture(scope="module")
 def bf16_server(digits_model, tmp_path_factory):
     env = {"VISIONTUNE_MODEL": digits_model, "VISIONTUNE_PRECISION": "bf16", **LIMITS}
-    running = Server(tmp_path_factory.mktemp("home-bf16"), env)
-    try:
-        running.wait_ready()
+    with serving(tmp_path_factory.mktemp("home-bf16"), env) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_bf16_on_cpu_agrees_with_fp32(server, bf16_server, digit_files):

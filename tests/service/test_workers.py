@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.service.conftest import LIMITS, Server, total
+from tests.service.conftest import LIMITS, serving, total
 
 REQUESTS = 40
 IMAGES_PER_REQUEST = 2
@@ -22,12 +22,8 @@ def two_workers(digits_model, tmp_path_factory):
         "VISIONTUNE_MAX_BATCH_SIZE": "1",
         **LIMITS,
     }
-    running = Server(tmp_path_factory.mktemp("home-two-workers"), env)
-    try:
-        running.wait_ready()
+    with serving(tmp_path_factory.mktemp("home-two-workers"), env) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_counts_add_up_over_workers(two_workers, digit_files):
