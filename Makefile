@@ -25,7 +25,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m training.demo
+	$(BIN)/python -m visiontune.demo
 
 test: $(BIN)/.installed tools podman prometheus
 	$(BIN)/ruff check .

@@ -1,6 +1,6 @@
 """Transfer vs scratch: held-out accuracy on digits 5-9 from few or all examples per class.
 
-The `make demo` setting (``training.demo``): a small ViT (16 px) pretrained by
+The `make demo` setting (``visiontune.demo``): a small ViT (16 px) pretrained by
 the project on digits 0-4, reused from the demo's cache, is fine-tuned on
 digits 5-9, which it never saw, with each strategy (linear, partial, full,
 lora) through ``training.train.train()``; the same architecture trained from
@@ -37,8 +37,8 @@ def run_one(backbone: Path, strategy: str, lr: float, shots, seed: int, epochs: 
     import bentoml
 
     from training.config import TrainConfig
-    from training.demo import IMAGE_SIZE, TARGET
     from training.train import train
+    from visiontune.demo import IMAGE_SIZE, TARGET
 
     config = TrainConfig(
         data="digits",
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args)
     started = time.perf_counter()
     from training.backbones import save_random_backbone
-    from training.demo import IMAGE_SIZE, pretrained_backbone
+    from visiontune.demo import IMAGE_SIZE, pretrained_backbone
 
     shots_list = [5] if args.quick else SHOTS
     epochs = 8 if args.quick else 50

@@ -14,11 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.images import digit_image  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -41,11 +39,6 @@ def make_backbone(tmp_path_factory):
         return cache[key]
 
     return make
-
-
-def digit_image(pixels: np.ndarray) -> Image.Image:
-    """One scikit-learn digit (8x8, values 0..16) as an 8-bit grayscale image."""
-    return Image.fromarray((pixels.reshape(8, 8) * (255 / 16)).astype(np.uint8), mode="L")
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from tests.deploy.tools import DEPLOY, run, tool
+from tests.support import REPO
+from tests.support.deploy import DEPLOY, run, tool
 
 # Any attempt to reach the network fails fast: the build must not need it.
 OFFLINE = {

@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from tests.deploy.tools import (
+from tests.support.deploy import (
     DEPLOY,
     EXTERNAL_METRICS,
     OVERLAYS,

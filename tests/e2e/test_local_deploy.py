@@ -16,7 +16,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 
@@ -26,10 +25,11 @@ import torch
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO
-from tests.deploy.tools import DEPLOY, EXTERNAL_METRICS, promql_metrics
-from tests.helpers import digits_classifier_config
-from training.client import ClientError, wait_until_ready
+from tests.support import REPO
+from tests.support.builders import digits_classifier_config
+from tests.support.deploy import DEPLOY, EXTERNAL_METRICS, promql_metrics
+from tests.support.servers import free_port
+from visiontune.client import ClientError, wait_until_ready
 
 # A cold machine builds the base image and every image layer: minutes on 2 cores.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -54,12 +54,6 @@ def script(name: str, timeout: int, **env: str) -> subprocess.CompletedProcess:
         f"{name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     )
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -1,112 +1,14 @@
-"""Real servers: ``bentoml serve service:ImageClassifier`` in a subprocess on a free port.
-
-The model is a tiny ResNet trained on the digits with `visiontune train`'s own
-code into the test model store. Each server gets its own BENTOML_HOME (sharing
-the store's models) because ``bentoml serve`` empties the Prometheus folder under
-BENTOML_HOME when it starts.
-"""
+"""Fixtures of the service tier: a tiny ResNet trained on the digits with `visiontune
+train`'s own code into the test model store, and one real server for it."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO
-from tests.helpers import digits_classifier_config
-from training.client import ClientError, wait_until_ready
-
-START_TIMEOUT_S = 120
-
-# small limits, so the bad-input tests stay cheap
-LIMITS = {
-    "VISIONTUNE_MAX_IMAGES": "8",
-    "VISIONTUNE_MAX_BODY_MB": "1",
-    "VISIONTUNE_MAX_PIXELS": "1000000",
-    "VISIONTUNE_DRIFT_WINDOW": "12",
-    "VISIONTUNE_TOP_K": "3",
-}
-
-
-class Server:
-    """A running ``bentoml serve``; ``url``, ``log`` and a few helpers."""
-
-    def __init__(self, home: Path, env: dict[str, str]):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = home / "serve.log"
-        (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
-        command = [sys.executable, "-m", "bentoml", "serve", "service:ImageClassifier"]
-        command += ["--host", "127.0.0.1", "--port", str(self.port)]
-        with self.log.open("w") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=REPO,
-                env={**os.environ, "BENTOML_HOME": str(home), **env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.client = httpx.Client(base_url=self.url, timeout=60)
-
-    def wait_ready(self) -> None:
-        try:
-            wait_until_ready(self.url, START_TIMEOUT_S, server=self.process, interval=0.25)
-        except ClientError as err:
-            pytest.fail(f"bentoml serve: {err}:\n{self.tail()}")
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def classify(self, paths: list[Path], **data) -> httpx.Response:
-        files = [("images", (path.name, path.read_bytes(), "image/png")) for path in paths]
-        return self.client.post("/classify", files=files, data=data)
-
-    def metrics(self) -> dict[str, dict[tuple, float]]:
-        """Samples by name, then by sorted label pairs."""
-        text = self.client.get("/metrics").text
-        samples: dict[str, dict[tuple, float]] = defaultdict(dict)
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                samples[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
-        return samples
-
-
-@contextmanager
-def serving(home: Path, env: dict[str, str]) -> Iterator[Server]:
-    """A ready server with ``env``, stopped on the way out."""
-    running = Server(home, env)
-    try:
-        running.wait_ready()
-        yield running
-    finally:
-        running.stop()
-
-
-def total(samples: dict[str, dict[tuple, float]], name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    wanted = set(labels.items())
-    return sum(v for key, v in samples.get(name, {}).items() if wanted <= set(key))
+from tests.support.builders import digits_classifier_config
+from tests.support.servers import LIMITS, serving
 
 
 @pytest.fixture(scope="session")
@@ -130,9 +32,3 @@ def server(digits_model, tmp_path_factory):
     env = {"VISIONTUNE_MODEL": digits_model, **LIMITS}
     with serving(tmp_path_factory.mktemp("home"), env) as running:
         yield running
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -9,7 +9,7 @@ import time
 import pytest
 from PIL import Image
 
-from tests.service.conftest import total
+from tests.support.servers import total
 
 
 def png(size=(16, 16)) -> bytes:

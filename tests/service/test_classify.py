@@ -9,7 +9,7 @@ import bentoml
 import httpx
 import pytest
 
-from tests.service.conftest import total
+from tests.support.servers import total
 
 
 def sample(digit_files, per_label: int, offset: int = 0):

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 
-from training import client as predict
+from visiontune.cli import main
 
 
 def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    predict.add_arguments(parser)
-    return predict.run(parser.parse_args(list(argv)))
+    return main(["predict", *argv])
 
 
 def test_predict_a_folder_as_json(server, digit_files, tmp_path, capsys):

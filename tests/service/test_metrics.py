@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from tests.service.conftest import LIMITS, total
+from tests.support.servers import LIMITS, total
 
 
 def test_predictions_are_counted_by_label(server, digit_files, digits_model):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.conftest import LIMITS, START_TIMEOUT_S, Server, serving
+from tests.support.servers import LIMITS, START_TIMEOUT_S, Server, serving
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.service.conftest import LIMITS, START_TIMEOUT_S, serving, total
+from tests.support.servers import LIMITS, START_TIMEOUT_S, serving, total
 
 REQUESTS = 40
 STARTED = re.compile(r"\[entry_service:ImageClassifier:(\d+)\] Service ImageClassifier initialized")

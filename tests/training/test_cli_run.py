@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from contract.savedmodel import STAGE_LABEL, ModelMetadata
-from tests.conftest import REPO
-from tests.helpers import BAD_FILES, add_bad_files, assert_one_line_error, write_classes
-from tests.training.conftest import IMAGE_SIZE, unique_name
+from tests.support import REPO
+from tests.support.builders import IMAGE_SIZE, unique_name
+from tests.support.cli import assert_one_line_error
+from tests.support.images import BAD_FILES, add_bad_files, write_classes
 from training.config import TrainConfig
 from training.data import ImageSet, load_data, make_loader
 from training.evaluate import collect_logits, evaluate_logits, fit_temperature

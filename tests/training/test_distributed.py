@@ -17,8 +17,9 @@ import bentoml
 import pytest
 import torch
 
-from tests.conftest import REPO
-from tests.training.conftest import IMAGE_SIZE, stored_tensors, unique_name
+from tests.support import REPO
+from tests.support.builders import IMAGE_SIZE, unique_name
+from tests.support.store import stored_tensors
 from training.config import TrainConfig
 from training.train import train
 
@@ -40,7 +41,7 @@ def launch_two_processes(backbone: Path, name: str, run_dir: Path) -> subprocess
     command = [
         ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "training.cli", "train",
+        "-m", "visiontune", "train",
         "--data", "digits", "--classes", "0,1,2", "--per-class", "16",
         "--backbone", str(backbone), "--strategy", "full", "--image-size", str(IMAGE_SIZE),
         "--epochs", "2", "--test-fraction", "0", "--batch-size", "8",

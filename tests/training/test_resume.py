@@ -13,11 +13,12 @@ import bentoml
 import pytest
 import torch
 
-from tests.conftest import REPO
-from tests.training.conftest import IMAGE_SIZE, stored_tensors, unique_name
-from training.cli import main
+from tests.support import REPO
+from tests.support.builders import IMAGE_SIZE, unique_name
+from tests.support.store import stored_tensors
 from training.config import TrainConfig
 from training.train import train
+from visiontune.cli import main
 
 pytestmark = pytest.mark.slow
 

@@ -7,16 +7,14 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from tests.helpers import digit_images, metadata
-from tests.training.conftest import (
-    CLASSES,
-    IMAGE_SIZE,
+from tests.support.builders import CLASSES, IMAGE_SIZE, metadata, unique_name
+from tests.support.images import digit_images
+from tests.support.store import (
     backbone_state,
     changed_keys,
     stored_path,
     stored_state,
     stored_tensors,
-    unique_name,
 )
 from training.config import TrainConfig
 from training.model import apply_strategy, create_model, merge_adapters

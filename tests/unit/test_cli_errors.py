@@ -8,13 +8,14 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
-from tests.helpers import add_bad_files, assert_one_line_error, write_classes
+from tests.support import REPO
+from tests.support.cli import assert_one_line_error
+from tests.support.images import add_bad_files, write_classes
 
 
 def visiontune(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "training.cli", *args],
+        [sys.executable, "-m", "visiontune", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

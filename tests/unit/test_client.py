@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import socket
@@ -10,13 +9,13 @@ import socket
 import httpx
 import pytest
 
-from training import client as predict
+from visiontune import client
+from visiontune.cli import main
+from visiontune.commands import predict as predict_command
 
 
-def args_for(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    predict.add_arguments(parser)
-    return parser.parse_args(list(argv))
+def predict(*argv: str) -> int:
+    return main(["predict", *argv])
 
 
 def fake_service(request: httpx.Request) -> httpx.Response:
@@ -49,17 +48,17 @@ def test_collect_images_expands_folders_and_keeps_files(tmp_path):
     (tmp_path / "a" / "deep").mkdir(parents=True)
     for name in ("a/1.png", "a/deep/2.JPG", "a/notes.txt", "x.bin"):
         (tmp_path / name).write_bytes(b"x")
-    found = predict.collect_images(
+    found = client.collect_images(
         [str(tmp_path / "a"), str(tmp_path / "x.bin"), str(tmp_path / "a")]
     )
     assert found == [tmp_path / "a/1.png", tmp_path / "a/deep/2.JPG", tmp_path / "x.bin"]
 
 
 def test_collect_images_refuses_missing_paths_and_empty_folders(tmp_path):
-    with pytest.raises(predict.ClientError, match="no such file or folder"):
-        predict.collect_images([str(tmp_path / "missing.png")])
-    with pytest.raises(predict.ClientError, match="no images found"):
-        predict.collect_images([str(tmp_path)])
+    with pytest.raises(client.ClientError, match="no such file or folder"):
+        client.collect_images([str(tmp_path / "missing.png")])
+    with pytest.raises(client.ClientError, match="no images found"):
+        client.collect_images([str(tmp_path)])
 
 
 def test_refused_files_are_reported_and_the_rest_resent(fake_client, tmp_path):
@@ -67,7 +66,7 @@ def test_refused_files_are_reported_and_the_rest_resent(fake_client, tmp_path):
     for name in ("one.png", "bad1.png", "two.png", "bad2.png"):
         paths.append(tmp_path / name)
         paths[-1].write_bytes(b"x")
-    answers = predict.classify(fake_client, paths, top_k=2)
+    answers = client.classify(fake_client, paths, top_k=2)
     assert [a.get("label") for a in answers] == ["one", None, "two", None]
     assert answers[1]["error"] == "truncated: cut short"
     assert len(answers[0]["top_k"]) == 2
@@ -76,7 +75,7 @@ def test_refused_files_are_reported_and_the_rest_resent(fake_client, tmp_path):
 def test_unreadable_files_fail_alone(fake_client, tmp_path):
     good = tmp_path / "good.png"
     good.write_bytes(b"x")
-    answers = predict.classify(fake_client, [tmp_path / "gone.png", good], top_k=1)
+    answers = client.classify(fake_client, [tmp_path / "gone.png", good], top_k=1)
     assert answers[0]["error"].startswith("cannot read")
     assert answers[1]["label"] == "good"
 
@@ -87,8 +86,8 @@ def test_a_whole_request_failing_marks_its_files(tmp_path):
 
     path = tmp_path / "a.png"
     path.write_bytes(b"x")
-    with httpx.Client(transport=httpx.MockTransport(busy), base_url="http://fake") as client:
-        [answer] = predict.classify(client, [path], top_k=1)
+    with httpx.Client(transport=httpx.MockTransport(busy), base_url="http://fake") as fake:
+        [answer] = client.classify(fake, [path], top_k=1)
     assert answer["error"] == "HTTP 503: process is overloaded"
 
 
@@ -102,7 +101,7 @@ def test_table_has_a_row_per_file():
         },
         {"path": "long/name.png", "error": "truncated: cut short"},
     ]
-    lines = predict.table(answers).splitlines()
+    lines = predict_command.table(answers).splitlines()
     assert lines[0].split() == ["PATH", "LABEL", "SCORE", "TOP-K"]
     assert lines[1].split() == ["a.png", "cat", "0.910", "cat", "0.910"]
     assert lines[2].endswith("error: truncated: cut short")
@@ -118,16 +117,19 @@ def test_no_service_is_one_line_and_exit_2(tmp_path, capsys):
     image = tmp_path / "a.png"
     image.write_bytes(b"x")
     url = f"http://127.0.0.1:{closed_port()}"
-    assert predict.run(args_for(str(image), "--url", url)) == 2
+    assert predict(str(image), "--url", url) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.startswith(f"error: cannot reach the service at {url}")
+    assert err.startswith(f"visiontune: error: cannot reach the service at {url}")
     assert err.count("\n") == 1
 
 
 def test_missing_file_is_one_line_and_exit_2(tmp_path, capsys):
-    assert predict.run(args_for(str(tmp_path / "nope.png"))) == 2
-    assert capsys.readouterr().err == f"error: no such file or folder: {tmp_path / 'nope.png'}\n"
+    assert predict(str(tmp_path / "nope.png")) == 2
+    assert (
+        capsys.readouterr().err
+        == f"visiontune: error: no such file or folder: {tmp_path / 'nope.png'}\n"
+    )
 
 
 def test_json_output_and_exit_code(monkeypatch, tmp_path, capsys):
@@ -140,8 +142,8 @@ def test_json_output_and_exit_code(monkeypatch, tmp_path, capsys):
     )
     real_client = httpx.Client
     monkeypatch.setattr(
-        predict.httpx, "Client", lambda **kwargs: real_client(transport=transport, **kwargs)
+        client.httpx, "Client", lambda **kwargs: real_client(transport=transport, **kwargs)
     )
-    assert predict.run(args_for(str(tmp_path), "--json", "--batch-size", "1")) == 1
+    assert predict(str(tmp_path), "--json", "--batch-size", "1") == 1
     answers = json.loads(capsys.readouterr().out)
     assert [a.get("label") for a in answers] == ["a", None]

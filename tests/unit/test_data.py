@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import add_bad_files, digit_images, write_classes
+from tests.support.images import add_bad_files, digit_images, write_classes
 from training.config import TrainConfig
 from training.data import DataError, load_data, load_image, load_labelled
 

@@ -11,7 +11,8 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 
 from contract.savedmodel import STAGE_LABEL, ModelMetadata, Stage
-from tests.helpers import digit_images, metadata
+from tests.support.builders import metadata
+from tests.support.images import digit_images
 from training.model import create_model
 from training.store import list_models, load_model, save_model
 

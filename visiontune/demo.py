@@ -24,10 +24,10 @@ import bentoml
 import httpx
 
 from training.backbones import save_random_backbone
-from training.client import wait_until_ready
 from training.config import TrainConfig
 from training.data import load_data
 from training.train import train
+from visiontune.client import wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = [str(d) for d in range(5)]

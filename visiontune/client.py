@@ -1,31 +1,25 @@
-"""``visiontune predict PATH... --url URL``: classify image files with a running service.
+"""The service's HTTP contract from the client side: readiness, and classifying files.
 
-It speaks HTTP only (the service's ``POST /classify``), so it needs nothing of the
-model. Folders are searched for images; files go in batches, several requests at
-a time. A batch the service refuses because of some files is sent again without
-them, so one corrupt file costs only its own answer. Output is a table or JSON.
+It speaks HTTP only (``POST /classify``), so it needs nothing of the model. A
+batch the service refuses because of some files is sent again without them, so
+one corrupt file costs only its own answer. ``visiontune predict`` is built on it.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import mimetypes
-import os
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
+from visiontune.errors import CommandError
+
 DEFAULT_URL = "http://127.0.0.1:3000"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-EXIT_PARTIAL = 1
-EXIT_ERROR = 2
 
 
-class ClientError(Exception):
+class ClientError(CommandError):
     """A problem that stops the whole command (one line, no traceback)."""
 
 
@@ -44,51 +38,6 @@ def wait_until_ready(
             pass
         time.sleep(interval)
     raise ClientError(f"{url}{path} was not ready within {timeout:.0f}s")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "paths", nargs="+", metavar="PATH", help="image files, or folders searched recursively"
-    )
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("VISIONTUNE_URL", DEFAULT_URL),
-        help=f"the service (default: $VISIONTUNE_URL or {DEFAULT_URL})",
-    )
-    parser.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
-    parser.add_argument(
-        "--batch-size", type=int, default=16, help="images per request (default 16)"
-    )
-    parser.add_argument("--concurrency", type=int, default=4, help="requests at a time (default 4)")
-    parser.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds per request (default 60)"
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Classify, print, and exit 0 (all classified), 1 (some files failed) or 2 (nothing ran)."""
-    try:
-        for name in ("top_k", "batch_size", "concurrency"):
-            if getattr(args, name) < 1:
-                raise ClientError(f"--{name.replace('_', '-')} must be at least 1")
-        files = collect_images(args.paths)
-        with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
-            check_ready(client, args.url)
-            batches = [
-                files[i : i + args.batch_size] for i in range(0, len(files), args.batch_size)
-            ]
-            with ThreadPoolExecutor(args.concurrency) as pool:
-                answers = [
-                    answer
-                    for batch in pool.map(lambda b: classify(client, b, args.top_k), batches)
-                    for answer in batch
-                ]
-    except ClientError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_ERROR
-    print(json.dumps(answers, indent=2) if args.json else table(answers))
-    return EXIT_PARTIAL if any("error" in answer for answer in answers) else 0
 
 
 def collect_images(paths: list[str]) -> list[Path]:
@@ -143,20 +92,6 @@ def classify(client: httpx.Client, files: list[Path], top_k: int) -> list[dict]:
         answers.update(refused)
         pending = [path for path in pending if path not in refused]
     return [answers[path] for path in files]
-
-
-def table(answers: list[dict]) -> str:
-    width = max(len(answer["path"]) for answer in answers)
-    lines = [f"{'PATH':<{width}}  {'LABEL':<12} {'SCORE':>6}  TOP-K"]
-    for answer in answers:
-        if "error" in answer:
-            lines.append(f"{answer['path']:<{width}}  error: {answer['error']}")
-            continue
-        top = ", ".join(f"{t['label']} {t['score']:.3f}" for t in answer["top_k"])
-        lines.append(
-            f"{answer['path']:<{width}}  {answer['label']:<12} {answer['score']:>6.3f}  {top}"
-        )
-    return "\n".join(lines)
 
 
 def _read(paths: list[Path]) -> tuple[list[tuple], dict[Path, dict]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.support import REPO
 
 DEPLOY = REPO / "deploy"
 OVERLAYS = ("gpu", "cpu", "local")

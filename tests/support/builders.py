@@ -1,0 +1,74 @@
+"""Configs and metadata the tests build: tiny digits training runs, valid stored-model metadata."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from contract.savedmodel import Metrics, ModelMetadata
+from training.config import TrainConfig
+
+IMAGE_SIZE = 16
+CLASSES = ["0", "1", "2", "3"]
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def digits_config(backbone: Path, run_dir: Path, **flags) -> TrainConfig:
+    """A few seconds of training: four digit classes, 20 training images each, 16x16."""
+    values = {
+        "data": "digits",
+        "backbone": str(backbone),
+        "name": unique_name(),
+        "image_size": IMAGE_SIZE,
+        "classes": CLASSES,
+        "per_class": 20,
+        "batch_size": 16,
+        "epochs": 3,
+        "lr": 3e-3,
+        "test_fraction": 0,
+        "output_dir": run_dir,
+    }
+    return TrainConfig(**{**values, **flags})
+
+
+def metadata(labels=("3", "5", "8"), **changes) -> ModelMetadata:
+    """Valid metadata for saving a model outside a training run."""
+    metrics = Metrics(
+        accuracy=0.5,
+        macro_f1=0.4,
+        per_class_f1={name: 0.4 for name in labels},
+        ece=0.1,
+        nll=1.0,
+        n=30,
+    )
+    values = {
+        "labels": list(labels),
+        "backbone": "some/backbone",
+        "strategy": "linear",
+        "image_size": (16, 16),
+        "temperature": 1.5,
+        "label_counts": {name: 10 for name in labels},
+        "validation": metrics,
+        "dataset_fingerprint": "abc",
+        "split": {"train": 30, "val": 30, "test": 0},
+        "training_config": {"data": "digits", "epochs": 1},
+        "versions": {"torch": "2"},
+    }
+    return ModelMetadata(**{**values, **changes})
+
+
+def digits_classifier_config(backbone: Path, name: str, output_dir: Path, epochs: int):
+    """A tiny ResNet fine-tuned on all digits at 16 px: the model the served tiers classify with."""
+    return TrainConfig(
+        data="digits",
+        backbone=str(backbone),
+        image_size=16,
+        strategy="full",
+        lr=3e-3,
+        epochs=epochs,
+        name=name,
+        output_dir=output_dir,
+    )

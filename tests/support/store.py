@@ -1,0 +1,37 @@
+"""Reading back what a training run stored: paths, state dicts, raw tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bentoml
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForImageClassification
+
+
+def stored_path(tag) -> Path:
+    return Path(bentoml.models.get(tag).path)
+
+
+def stored_state(tag) -> dict[str, torch.Tensor]:
+    """The stored model's state dict as transformers loads it."""
+    return AutoModelForImageClassification.from_pretrained(stored_path(tag)).state_dict()
+
+
+def backbone_state(backbone: Path) -> dict[str, torch.Tensor]:
+    return AutoModelForImageClassification.from_pretrained(backbone).state_dict()
+
+
+def stored_tensors(tag) -> dict[str, torch.Tensor]:
+    """The raw tensors of the stored safetensors file."""
+    return load_file(stored_path(tag) / "model.safetensors")
+
+
+def changed_keys(before: dict, after: dict) -> set[str]:
+    """Keys present in both with the same shape whose values differ."""
+    return {
+        key
+        for key, tensor in before.items()
+        if key in after and after[key].shape == tensor.shape and not torch.equal(after[key], tensor)
+    }

@@ -1,0 +1,73 @@
+"""`visiontune predict PATH... --url URL`: classify image files with a running service.
+
+Folders are searched for images; files go in batches, several requests at a
+time. Output is a table or JSON; exit 0 when every file was classified, 1 when
+some failed, 2 when nothing ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from visiontune.client import DEFAULT_URL, ClientError, check_ready, classify, collect_images
+from visiontune.errors import EXIT_PARTIAL
+
+NAME = "predict"
+HELP = "classify image files with a running service"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="image files, or folders searched recursively"
+    )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("VISIONTUNE_URL", DEFAULT_URL),
+        help=f"the service (default: $VISIONTUNE_URL or {DEFAULT_URL})",
+    )
+    parser.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="images per request (default 16)"
+    )
+    parser.add_argument("--concurrency", type=int, default=4, help="requests at a time (default 4)")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds per request (default 60)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("top_k", "batch_size", "concurrency"):
+        if getattr(args, name) < 1:
+            raise ClientError(f"--{name.replace('_', '-')} must be at least 1")
+    files = collect_images(args.paths)
+    with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
+        check_ready(client, args.url)
+        batches = [files[i : i + args.batch_size] for i in range(0, len(files), args.batch_size)]
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            answers = [
+                answer
+                for batch in pool.map(lambda b: classify(client, b, args.top_k), batches)
+                for answer in batch
+            ]
+    print(json.dumps(answers, indent=2) if args.json else table(answers))
+    return EXIT_PARTIAL if any("error" in answer for answer in answers) else 0
+
+
+def table(answers: list[dict]) -> str:
+    width = max(len(answer["path"]) for answer in answers)
+    lines = [f"{'PATH':<{width}}  {'LABEL':<12} {'SCORE':>6}  TOP-K"]
+    for answer in answers:
+        if "error" in answer:
+            lines.append(f"{answer['path']:<{width}}  error: {answer['error']}")
+            continue
+        top = ", ".join(f"{t['label']} {t['score']:.3f}" for t in answer["top_k"])
+        lines.append(
+            f"{answer['path']:<{width}}  {answer['label']:<12} {answer['score']:>6.3f}  {top}"
+        )
+    return "\n".join(lines)
