@@ -52,6 +52,7 @@ from math import nan
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from benchmarks.common import (
     REPO,
@@ -153,15 +154,18 @@ class Limit:
 
     def __init__(self, folder: Path, device: str, dtype: str, images: list[bytes]):
         import torch
-        from transformers import AutoModelForImageClassification
 
-        from contract.images import Preprocessing
+        from contract.predictor import Predictor
+        from contract.savedmodel import ModelMetadata
 
-        self.torch = torch
-        self.device = torch.device(device)
-        self.dtype = None if dtype == "fp32" else getattr(torch, _torch_dtype(dtype))
-        self.model = AutoModelForImageClassification.from_pretrained(folder).eval().to(self.device)
-        self.preprocessing = Preprocessing.from_pretrained(folder)
+        # the folder of a BentoML model: its metadata is in BentoML's model.yaml beside it
+        stored = yaml.safe_load((folder / "model.yaml").read_text())
+        metadata = ModelMetadata.model_validate(stored["metadata"])
+        autocast = None if dtype == "fp32" else getattr(torch, _torch_dtype(dtype))
+        self.predictor = Predictor.from_folder(
+            folder, metadata, device=device, autocast_dtype=autocast
+        )
+        self.preprocessing = self.predictor.preprocessing
         self.images = images
         self.pool = ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)))
         self.next = 0
@@ -173,17 +177,9 @@ class Limit:
         return self.preprocessing.resize(image)
 
     def batch(self, size: int) -> None:
-        torch = self.torch
         chosen = [self.images[(self.next + i) % len(self.images)] for i in range(size)]
         self.next += size
-        pixels = torch.from_numpy(np.stack(list(self.pool.map(self._decode, chosen))))
-        with torch.inference_mode():
-            if self.device.type == "cuda":
-                pixels = pixels.pin_memory().to(self.device, non_blocking=True)
-            values = self.preprocessing.normalize(pixels)
-            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-                logits = self.model(pixel_values=values).logits
-            torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        self.predictor(np.stack(list(self.pool.map(self._decode, chosen))))
 
     def measure(self, size: int, seconds: float) -> float:
         """Images per second at batch ``size`` (after one warm-up batch)."""

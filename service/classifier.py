@@ -3,12 +3,12 @@
 The pipeline is one method per step: ``load`` the stored model, ``decode`` image
 files into model-size arrays (called by the input specs of ``service.inputs`` in
 a worker thread, so bad images are refused before anything is queued),
-``predict`` a batch (normalise, forward, calibrated softmax) and ``encode`` the
-probabilities as labels. ``classify`` (multipart files) and ``classify_json``
-(base64) are batchable APIs: BentoML's adaptive batching dispatcher (with the
-wait estimate of ``service.batching``) gathers the images of concurrent requests
-into one ``predict``. ``GET /model`` describes the
-model being served.
+``predict`` a batch (``contract.predictor.Predictor``: normalise, forward,
+calibrated softmax) and ``encode`` the probabilities as labels. ``classify``
+(multipart files) and ``classify_json`` (base64) are batchable APIs: BentoML's
+adaptive batching dispatcher (with the wait estimate of ``service.batching``)
+gathers the images of concurrent requests into one ``predict``. ``GET /model``
+describes the model being served.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from transformers import AutoModelForImageClassification
 
-from contract.images import ImageError, Preprocessing, decode_image
+from contract.images import ImageError, decode_image
+from contract.predictor import Predictor
 from contract.savedmodel import STAGE_LABEL, ModelMetadata
 from service import batching, logs
 from service.inputs import (
@@ -83,10 +83,8 @@ class ImageClassifier:
         self.tag = str(stored.tag)
         self.metadata = ModelMetadata.model_validate(stored.info.metadata)
         self.labels = self.metadata.labels
-        self.preprocessing = Preprocessing.from_pretrained(stored.path)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.autocast_dtype = _autocast_dtype(self.device)
-        self.model = self.load(stored.path)
+        self.predictor = self.load(stored.path)
+        self.preprocessing = self.predictor.preprocessing
         self.metrics = PredictionMetrics(
             tag=self.tag,
             backbone=self.metadata.backbone,
@@ -101,8 +99,8 @@ class ImageClassifier:
             "created": stored.info.creation_time.isoformat(),
             **self.metadata.model_dump(mode="json"),
             "serving": {
-                "device": str(self.device),
-                "precision": str(self.autocast_dtype or torch.float32).removeprefix("torch."),
+                "device": str(self.predictor.device),
+                "precision": self.predictor.precision,
                 "max_batch_size": settings.max_batch_size,
                 "max_latency_ms": settings.max_latency_ms,
                 "workers": settings.workers,
@@ -110,27 +108,27 @@ class ImageClassifier:
         }
         self.warm_up()
 
-    def load(self, path: str) -> torch.nn.Module:
-        """The Hugging Face model saved in the store, in eval mode on the serving device."""
-        if self.device.type == "cpu":
+    def load(self, path: str) -> Predictor:
+        """The stored model as a calibrated predictor, in eval mode on the serving device."""
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if device.type == "cpu":
             torch.set_num_threads(settings.cpu_threads())
-        model = AutoModelForImageClassification.from_pretrained(path).eval().to(self.device)
-        if model.config.num_labels != len(self.labels):
-            raise RuntimeError(
-                f"{self.tag}: the model has {model.config.num_labels} outputs "
-                f"but its metadata lists {len(self.labels)} labels"
-            )
-        return torch.compile(model) if settings.compile else model
+        predictor = Predictor.from_folder(
+            path, self.metadata, device=device, autocast_dtype=_autocast_dtype(device)
+        )
+        if settings.compile:
+            predictor.model = torch.compile(predictor.model)
+        return predictor
 
     def warm_up(self) -> None:
         """One full batch before the server accepts requests, so /readyz means fast answers."""
         started = time.perf_counter()
         size = (settings.max_batch_size, self.preprocessing.height, self.preprocessing.width, 3)
-        self.forward(np.zeros(size, dtype=np.uint8))
+        self.predictor(np.zeros(size, dtype=np.uint8))
         logger.info(
             "serving %s on %s: warm-up with a batch of %d took %.2fs",
             self.tag,
-            self.device,
+            self.predictor.device,
             settings.max_batch_size,
             time.perf_counter() - started,
         )
@@ -161,23 +159,10 @@ class ImageClassifier:
         self.metrics.collectors.preprocess_seconds.observe(time.perf_counter() - started)
         return arrays
 
-    @torch.inference_mode()
-    def forward(self, pixels: np.ndarray) -> np.ndarray:
-        """(B, H, W, 3) uint8 to calibrated probabilities (B, labels): softmax(logits / T)."""
-        batch = torch.from_numpy(pixels)
-        if self.device.type == "cuda":
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
-        pixel_values = self.preprocessing.normalize(batch)
-        with torch.autocast(
-            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
-        ):
-            logits = self.model(pixel_values=pixel_values).logits
-        return torch.softmax(logits.float() / self.metadata.temperature, dim=-1).cpu().numpy()
-
     def predict(self, images: list[Decoded]) -> list[Prediction]:
         """One forward pass over a batch, which may mix images of several requests."""
         started = time.perf_counter()
-        probabilities = self.forward(np.stack([image.pixels for image in images]))
+        probabilities = self.predictor(np.stack([image.pixels for image in images]))
         self.metrics.collectors.inference_seconds.observe(time.perf_counter() - started)
         predictions = [
             self.encode(row, image.top_k) for row, image in zip(probabilities, images, strict=True)

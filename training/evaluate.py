@@ -204,13 +204,15 @@ def evaluate_stored(tag: str, data_flags: dict, output_dir: Path | None = None) 
     """Evaluate a model from the store on a dataset whose labels it knows."""
     from training.config import TrainConfig
     from training.data import ImageSet, load_labelled, make_loader
-    from training.store import load_model
+    from training.store import load_predictor
 
-    model, preprocessing, metadata, resolved = load_model(tag)
+    predictor, metadata, resolved = load_predictor(tag)
     config = TrainConfig.model_validate({**data_flags, "backbone": metadata.backbone})
     examples = load_labelled(config, metadata.labels)
-    loader = make_loader(ImageSet(examples, preprocessing), config.batch_size)
-    logits, labels = collect_logits(model, loader, preprocessing)
+    loader = make_loader(ImageSet(examples, predictor.preprocessing), config.batch_size)
+    batches = [(predictor.logits(images), labels) for images, labels in loader]
+    logits = torch.cat([b[0] for b in batches])
+    labels = torch.cat([b[1] for b in batches])
     evaluation = evaluate_logits(logits, labels, metadata.labels, metadata.temperature)
     if output_dir is not None:
         summary = {"tag": str(resolved), "data": config.data, "test": evaluation.as_dict()}

@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 
 import bentoml
-from transformers import AutoModelForImageClassification, PreTrainedModel
+from transformers import PreTrainedModel
 
 from contract.images import Preprocessing
+from contract.predictor import Predictor
 from contract.savedmodel import (
     CONFIG_FILENAME,
     DEFAULT_MODEL_NAME,
@@ -45,14 +46,11 @@ def save_model(
     return bento_model.tag
 
 
-def load_model(tag: str) -> tuple[PreTrainedModel, Preprocessing, ModelMetadata, bentoml.Tag]:
-    """Rebuild a stored model with transformers alone (no training code needed)."""
+def load_predictor(tag: str) -> tuple[Predictor, ModelMetadata, bentoml.Tag]:
+    """A stored model as the service runs it (transformers alone, no training code)."""
     bento_model = bentoml.models.get(tag)
-    model = AutoModelForImageClassification.from_pretrained(bento_model.path)
-    model.eval()
-    preprocessing = Preprocessing.from_pretrained(bento_model.path)
     metadata = ModelMetadata.model_validate(bento_model.info.metadata)
-    return model, preprocessing, metadata, bento_model.tag
+    return Predictor.from_folder(bento_model.path, metadata), metadata, bento_model.tag
 
 
 def list_models(name: str | None = None) -> list[bentoml.Model]:

@@ -21,7 +21,6 @@ import time
 
 import httpx
 import pytest
-import torch
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -91,15 +90,13 @@ def url(image):
 def held_out(digits_config):
     """Held-out digits as PNG bytes, with their true label and the in-process prediction."""
     from training.data import load_data
-    from training.store import load_model
+    from training.store import load_predictor
 
     data = load_data(digits_config)
-    model, preprocessing, metadata, _ = load_model(f"{digits_config.name}:latest")
+    predictor, metadata, _ = load_predictor(f"{digits_config.name}:latest")
     examples = []
     for image, truth in data.test[:HELD_OUT]:
-        with torch.inference_mode():
-            logits = model(pixel_values=preprocessing([image.convert("RGB")])).logits[0]
-        probabilities = torch.softmax(logits / metadata.temperature, dim=-1)
+        probabilities = predictor.classify([image.convert("RGB")])[0]
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         local = (metadata.labels[int(probabilities.argmax())], float(probabilities.max()))

@@ -21,7 +21,7 @@ from tests.support.images import BAD_FILES, add_bad_files, write_classes
 from training.config import TrainConfig
 from training.data import ImageSet, load_data, make_loader
 from training.evaluate import collect_logits, evaluate_logits, fit_temperature
-from training.store import load_model
+from training.store import load_predictor
 
 pytestmark = pytest.mark.slow
 
@@ -182,7 +182,8 @@ def test_evaluate_on_labels_the_model_does_not_know(run, tmp_path):
 
 
 def validation_logits(run: Run):
-    model, preprocessing, metadata, _ = load_model(run.tag)
+    predictor, metadata, _ = load_predictor(run.tag)
+    model, preprocessing = predictor.model, predictor.preprocessing
     config = TrainConfig.model_validate(
         {k: v for k, v in metadata.training_config.items() if k in TrainConfig.model_fields}
     )

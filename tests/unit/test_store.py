@@ -14,7 +14,7 @@ from contract.savedmodel import STAGE_LABEL, ModelMetadata, Stage
 from tests.support.builders import metadata
 from tests.support.images import digit_images
 from training.model import create_model
-from training.store import list_models, load_model, save_model
+from training.store import list_models, load_predictor, save_model
 
 LABELS = ["3", "5", "8"]
 
@@ -69,11 +69,11 @@ def test_stored_folder_is_safetensors_with_valid_metadata(make_backbone):
     validated = ModelMetadata.model_validate(stored.info.metadata)
     assert validated == metadata()
 
-    loaded, loaded_preprocessing, loaded_metadata, loaded_tag = load_model(f"{name}:latest")
+    predictor, loaded_metadata, loaded_tag = load_predictor(f"{name}:latest")
     assert loaded_tag == tag
-    assert loaded_metadata.temperature == 1.5
-    assert loaded_preprocessing == preprocessing
-    assert not loaded.training
+    assert loaded_metadata.temperature == predictor.temperature == 1.5
+    assert predictor.preprocessing == preprocessing
+    assert not predictor.model.training
 
 
 def test_default_stage_is_candidate(make_backbone):

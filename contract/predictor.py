@@ -1,0 +1,92 @@
+"""The calibrated forward pass: a stored model's pixels in, calibrated probabilities out.
+
+One object for everyone who runs a stored model: the service, ``visiontune
+evaluate``, the benchmarks and the end-to-end tests. It takes model-size uint8
+images ``(B, H, W, 3)`` (what :meth:`Preprocessing.resize` makes), normalises
+them as one tensor on the model's device, runs the model under ``inference_mode``
+(and autocast when a lower precision is asked for), and divides the logits by the
+temperature fitted at training before the softmax.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from contract.images import Preprocessing
+from contract.savedmodel import ModelMetadata
+
+
+class Predictor:
+    """``softmax(model(normalise(pixels)) / temperature)`` for a model in Hugging Face format."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        preprocessing: Preprocessing,
+        temperature: float,
+        *,
+        device: torch.device | str = "cpu",
+        autocast_dtype: torch.dtype | None = None,
+    ):
+        self.model = model
+        self.preprocessing = preprocessing
+        self.temperature = temperature
+        self.device = torch.device(device)
+        self.autocast_dtype = autocast_dtype
+
+    @classmethod
+    def from_folder(
+        cls,
+        path: str | Path,
+        metadata: ModelMetadata,
+        *,
+        device: torch.device | str = "cpu",
+        autocast_dtype: torch.dtype | None = None,
+    ) -> Predictor:
+        """Load a stored model's folder with transformers alone, in eval mode on ``device``."""
+        from transformers import AutoModelForImageClassification
+
+        model = AutoModelForImageClassification.from_pretrained(str(path)).eval().to(device)
+        if model.config.num_labels != len(metadata.labels):
+            raise RuntimeError(
+                f"{path}: the model has {model.config.num_labels} outputs "
+                f"but its metadata lists {len(metadata.labels)} labels"
+            )
+        return cls(
+            model,
+            Preprocessing.from_pretrained(path),
+            metadata.temperature,
+            device=device,
+            autocast_dtype=autocast_dtype,
+        )
+
+    @property
+    def precision(self) -> str:
+        return str(self.autocast_dtype or torch.float32).removeprefix("torch.")
+
+    @torch.inference_mode()
+    def logits(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 to uncalibrated float32 logits (B, labels), on the CPU."""
+        batch = torch.as_tensor(pixels)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        else:
+            batch = batch.to(self.device)
+        pixel_values = self.preprocessing.normalize(batch)
+        with torch.autocast(
+            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        ):
+            logits = self.model(pixel_values=pixel_values).logits
+        return logits.float().cpu()
+
+    def __call__(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(B, H, W, 3) uint8 to calibrated probabilities (B, labels)."""
+        return torch.softmax(self.logits(pixels) / self.temperature, dim=-1).numpy()
+
+    def classify(self, images: list[Image.Image]) -> np.ndarray:
+        """RGB images of any size to calibrated probabilities (resized as at serving)."""
+        return self(np.stack([self.preprocessing.resize(image) for image in images]))
