@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
+
+from tests.support import REPO
+
+# `python -m visiontune` from the checkout under test (the console script runs the
+# installed copy; tests/e2e/test_readme_demo.py checks that one).
+VISIONTUNE = [sys.executable, "-m", "visiontune"]
+
+
+def visiontune(*args, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `visiontune ARGS...` to completion and capture its output."""
+    return subprocess.run(
+        [*VISIONTUNE, *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:

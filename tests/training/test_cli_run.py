@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +12,8 @@ import pytest
 import torch
 
 from contract.savedmodel import STAGE_LABEL, ModelMetadata
-from tests.support import REPO
 from tests.support.builders import IMAGE_SIZE, unique_name
-from tests.support.cli import assert_one_line_error
+from tests.support.cli import assert_one_line_error, visiontune
 from tests.support.images import BAD_FILES, add_bad_files, write_classes
 from training.config import TrainConfig
 from training.data import ImageSet, load_data, make_loader
@@ -24,19 +21,6 @@ from training.evaluate import collect_logits, evaluate_logits, fit_temperature
 from training.store import load_predictor
 
 pytestmark = pytest.mark.slow
-
-VISIONTUNE = str(Path(sys.executable).parent / "visiontune")
-
-
-def visiontune(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [VISIONTUNE, *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
 
 
 @dataclass

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import bentoml
@@ -15,14 +14,13 @@ import torch
 
 from tests.support import REPO
 from tests.support.builders import IMAGE_SIZE, unique_name
+from tests.support.cli import VISIONTUNE
 from tests.support.store import stored_tensors
 from training.config import TrainConfig
 from training.train import train
 from visiontune.cli import main
 
 pytestmark = pytest.mark.slow
-
-VISIONTUNE = str(Path(sys.executable).parent / "visiontune")
 
 
 def flags(backbone: Path, run_dir: Path, name: str) -> list[str]:
@@ -52,7 +50,7 @@ def interrupt_after_first_epoch(args: list[str], signum: int, stderr_path: Path)
     """Start `visiontune train`, send ``signum`` once the first epoch line is printed."""
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
-            [VISIONTUNE, "train", *args],
+            [*VISIONTUNE, "train", *args],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -72,7 +70,7 @@ def interrupt_after_first_epoch(args: list[str], signum: int, stderr_path: Path)
 
 def run(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [VISIONTUNE, "train", *args],
+        [*VISIONTUNE, "train", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

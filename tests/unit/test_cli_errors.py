@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.support import REPO
-from tests.support.cli import assert_one_line_error
+from tests.support.cli import assert_one_line_error, visiontune
 from tests.support.images import add_bad_files, write_classes
-
-
-def visiontune(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "visiontune", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.mark.parametrize(
