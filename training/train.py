@@ -200,7 +200,7 @@ def _finish(model, preprocessing, data, config, history, accelerator, val_loader
     tag = None
     if accelerator.is_main_process:
         model = merge_adapters(model).to("cpu").float().eval()
-        tag = save_model(model, preprocessing, metadata, name=config.name, stage=config.stage)
+        tag = save_model(model, preprocessing, metadata, name=config.name)
         summary = _summary(str(tag), metadata, val, test, data)
         write_report(config.run_dir, summary, history, data.labels)
         (config.run_dir / "config.json").write_text(json.dumps(metadata.training_config, indent=2))
