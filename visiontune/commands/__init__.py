@@ -1,5 +1,5 @@
 """One module per `visiontune` sub-command: ``NAME``, ``HELP``, ``add_arguments``, ``run``."""
 
-from visiontune.commands import evaluate, models, predict, promote, rollback, train
+from visiontune.commands import evaluate, models, predict, promote, retrain, rollback, train
 
-COMMANDS = (train, evaluate, models, predict, promote, rollback)
+COMMANDS = (train, evaluate, models, predict, retrain, promote, rollback)

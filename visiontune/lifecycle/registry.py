@@ -83,8 +83,8 @@ def promote(
             raise RegistryError(f"{tag} is already production")
         if expected_production is not None and record.production != expected_production:
             raise RegistryError(
-                f"production of {tag.name} changed to {record.production} while the gate ran "
-                f"against {expected_production}; run the promotion again"
+                f"the gate compared {tag} with {tag.name}:{expected_production}, but production "
+                f"is {tag.name}:{record.production}; compare it with {tag.name}@production"
             )
         change = Change(
             when=_now(),
