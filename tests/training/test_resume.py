@@ -22,7 +22,7 @@ from visiontune.cli import main
 
 pytestmark = pytest.mark.slow
 
-VISIONTUNE = str(Path(sys.executable).parent / "visiontune")
+VISIONTUNE = [sys.executable, "-m", "visiontune"]
 
 
 def flags(backbone: Path, run_dir: Path, name: str) -> list[str]:
@@ -52,7 +52,7 @@ def interrupt_after_first_epoch(args: list[str], signum: int, stderr_path: Path)
     """Start `visiontune train`, send ``signum`` once the first epoch line is printed."""
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
-            [VISIONTUNE, "train", *args],
+            [*VISIONTUNE, "train", *args],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -72,7 +72,7 @@ def interrupt_after_first_epoch(args: list[str], signum: int, stderr_path: Path)
 
 def run(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [VISIONTUNE, "train", *args],
+        [*VISIONTUNE, "train", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
