@@ -24,10 +24,10 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-demo: $(BIN)/.installed
+demo: $(BIN)/.installed fonts
 	$(BIN)/python -m visiontune.demo
 
-test: $(BIN)/.installed tools podman prometheus
+test: $(BIN)/.installed tools podman prometheus fonts
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -49,7 +49,7 @@ clean:
 # buildah and the offline checkers are installed on first use.
 TOOLS := .venv-tools
 
-.PHONY: tools podman prometheus image deploy-local undeploy-local
+.PHONY: tools podman prometheus fonts image deploy-local undeploy-local
 
 $(TOOLS)/.installed: deploy/tools/requirements.txt deploy/tools/crd/package-lock.json
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -66,6 +66,11 @@ podman:
 # e2e test's pod exports; promtool checks the rules.
 prometheus:
 	deploy/local/install-debian-packages.sh prometheus
+
+# Fonts for labels in any script (CJK, Arabic, Devanagari, emoji) on the training
+# report's plots; without them those characters are drawn as boxes.
+fonts:
+	deploy/local/install-debian-packages.sh fonts-noto-core fonts-droid-fallback fonts-symbola
 
 image: $(BIN)/.installed podman
 	deploy/local/build-image.sh

@@ -55,7 +55,9 @@ class TrainConfig(BaseModel):
         False, description="Weight the loss by inverse class frequency (imbalanced data)."
     )
     classes: list[str] | None = Field(
-        None, description="Keep only these labels (comma-separated); default: all."
+        None,
+        description="Keep only these labels; default: all. Comma-separated, or repeat the flag "
+        "(each value one label, commas included), or a JSON list.",
     )
     per_class: int | None = Field(
         None, ge=1, description="Use at most this many training images per class (few-shot)."
@@ -94,6 +96,12 @@ class TrainConfig(BaseModel):
         None, description="Run folder for checkpoints and the report (default runs/NAME)."
     )
     resume: bool = Field(False, description="Continue from the checkpoint in the run folder.")
+    checkpoint_every: float = Field(
+        10,
+        ge=0,
+        description="Minutes between checkpoints in the run folder, so a killed run loses at most "
+        "that much (0: only when stopped by Ctrl-C or SIGTERM).",
+    )
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:

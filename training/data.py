@@ -185,13 +185,23 @@ def _find_bad_images(paths: list[Path]) -> list[tuple[Path, str]]:
     def check(path: Path) -> str | None:
         try:
             decode_image(path, max_pixels=None)
-        except ImageError as err:
-            return str(err)
+        except Exception as err:  # a decoder may raise anything; the user needs the file named
+            return failure_reason(err)
         return None
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         reasons = list(pool.map(check, paths))
     return [(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]
+
+
+def failure_reason(err: Exception) -> str:
+    """Why an image could not be read, in a few words (the caller names the file)."""
+    if isinstance(err, ImageError):
+        return str(err)
+    if isinstance(err, OSError) and err.strerror:
+        return f"cannot read ({err.strerror})"
+    detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"decoder failed ({type(err).__name__}{': ' + detail if detail else ''})"
 
 
 def _is_hf_dataset_folder(path: Path) -> bool:
@@ -261,8 +271,8 @@ def _hf_examples(ds, config: TrainConfig, labels: list[str]):
         where = (cell or {}).get("path") or f"{config.data}[{row}]"
         try:
             _decode_hf_cell(cell)
-        except ImageError as err:
-            bad.append((str(where), str(err)))
+        except Exception as err:  # as for files: any decoder failure skips the image by name
+            bad.append((str(where), failure_reason(err)))
             continue
         name = names[value] if names else str(value)
         examples.append(((ds, row, config.image_column), labels.index(name)))
@@ -369,7 +379,11 @@ class ImageSet(Dataset):
                 )
 
     def _decode(self, index: int) -> np.ndarray:
-        return self.preprocessing.resize(load_image(self.examples[index][0]))
+        source = self.examples[index][0]
+        try:
+            return self.preprocessing.resize(load_image(source))
+        except Exception as err:  # read fine when checked, not now (changed or removed since)
+            raise DataError(f"{_describe_source(source)}: {failure_reason(err)}") from err
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -379,6 +393,15 @@ class ImageSet(Dataset):
             self.cache[index] if self.cache is not None else torch.from_numpy(self._decode(index))
         )
         return pixels, self.labels[index]
+
+
+def _describe_source(source: Any) -> str:
+    if isinstance(source, tuple):
+        dataset, row, column = source
+        return f"row {row} of the dataset (column {column!r})"
+    if isinstance(source, Image.Image):
+        return "an embedded image"
+    return str(source)
 
 
 def make_loader(dataset: ImageSet, batch_size: int, order: list[int] | None = None) -> DataLoader:

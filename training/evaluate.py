@@ -8,6 +8,7 @@ the service divides logits by the same stored number.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 
 from contract.images import Preprocessing
 from contract.savedmodel import Metrics
+from training.plotfonts import families_for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,9 +93,32 @@ def write_report(run_dir: Path, summary: dict, history: list[dict], labels: list
     (run_dir / "report.json").write_text(json.dumps({**summary, "history": history}, indent=2))
     (run_dir / "report.md").write_text(_markdown(summary, history))
     split = "test" if summary.get("test") else "validation"
-    _plot_confusion(run_dir / "confusion_matrix.png", summary[split]["confusion_matrix"], labels)
-    if history:
-        _plot_history(run_dir / "learning_curves.png", history)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    with matplotlib.rc_context(_plot_style(labels)):
+        _plot_confusion(
+            run_dir / "confusion_matrix.png", summary[split]["confusion_matrix"], labels
+        )
+        if history:
+            _plot_history(run_dir / "learning_curves.png", history)
+
+
+def _plot_style(labels: list[str]) -> dict:
+    """Fonts for the labels' scripts; labels drawn as text as they are (``$`` is no math)."""
+    families, missing = families_for(labels)
+    if missing:
+        log.warning(
+            "no installed font draws %s: the plots show boxes for them (on Debian: "
+            "fonts-noto-core, fonts-droid-fallback, fonts-symbola)",
+            " ".join(sorted(missing)),
+        )
+    return {"font.family": families, "text.parse_math": False}
+
+
+def _cell(text: str) -> str:
+    """A label as one markdown table cell."""
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def _markdown(summary: dict, history: list[dict]) -> str:
@@ -122,7 +149,7 @@ def _markdown(summary: dict, history: list[dict]) -> str:
     m = summary[split]
     for label, f1 in m["per_class_f1"].items():
         lines.append(
-            f"| {label} | {m['per_class_precision'][label]:.3f} "
+            f"| {_cell(label)} | {m['per_class_precision'][label]:.3f} "
             f"| {m['per_class_recall'][label]:.3f} | {f1:.3f} |"
         )
     if history:
@@ -145,9 +172,6 @@ def _markdown(summary: dict, history: list[dict]) -> str:
 
 
 def _plot_confusion(path: Path, confusion: list[list[int]], labels: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -162,9 +186,6 @@ def _plot_confusion(path: Path, confusion: list[list[int]], labels: list[str]) -
 
 
 def _plot_history(path: Path, history: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]

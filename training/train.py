@@ -5,18 +5,21 @@ says with AdamW + warm-up/cosine, keeps the best validation weights (early
 stopping), fits a temperature, evaluates, and saves the model into the BentoML
 store. Hugging Face Accelerate handles devices, mixed precision, gradient
 accumulation and data parallelism (``accelerate launch`` / ``torchrun``).
-Ctrl-C or SIGTERM saves a checkpoint that ``--resume`` continues from.
+A checkpoint is written every ``--checkpoint-every`` minutes and when Ctrl-C or
+SIGTERM stops the run (``training.stopping``); ``--resume`` continues from it to
+the same weights as an unbroken run. With several processes every decision to
+checkpoint or stop goes through Accelerate's trigger, so all processes take it
+at the same step and none is left waiting in a collective.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
@@ -30,6 +33,14 @@ from transformers import get_cosine_schedule_with_warmup
 
 from contract.images import Preprocessing
 from contract.savedmodel import ModelMetadata
+from training.checkpoint import (
+    NOT_COMPARED,
+    checkpoint_path,
+    load_checkpoint,
+    load_progress,
+    remove_checkpoint,
+    save_checkpoint,
+)
 from training.config import TrainConfig
 from training.data import DataSplits, ImageSet, load_data, make_loader
 from training.evaluate import (
@@ -46,17 +57,13 @@ from training.model import (
     merge_adapters,
     train_mode,
 )
+from training.preflight import check_free_space, check_writable, describe
+from training.stopping import Interrupted, StopRequests
 from training.store import save_model
 
-CHECKPOINT = "checkpoint"
 
-
-class Interrupted(Exception):
-    """Training stopped by a signal; a checkpoint was saved at ``path``."""
-
-    def __init__(self, path: Path):
-        super().__init__(f"interrupted; checkpoint saved in {path}, continue with --resume")
-        self.path = path
+class StoreError(RuntimeError):
+    """The final save into the model store failed; the trained weights are in the checkpoint."""
 
 
 @dataclass
@@ -71,27 +78,36 @@ BeforeSave = Callable[[nn.Module, Preprocessing, ModelMetadata], ModelMetadata]
 
 
 def train(
-    config: TrainConfig, data: DataSplits | None = None, before_save: BeforeSave | None = None
+    config: TrainConfig,
+    data: DataSplits | None = None,
+    before_save: BeforeSave | None = None,
+    stop: StopRequests | None = None,
 ) -> TrainResult:
     """Fine-tune as ``config`` says, on ``config.data`` unless ``data`` is given.
 
     ``before_save`` sees the finished model (adapters merged, on the CPU, in eval
     mode) and returns the metadata to store with it (``visiontune retrain`` adds
-    the lineage and the gate's verdict there).
+    the lineage and the gate's verdict there). ``stop`` is the caller's signal
+    handling, if any.
     """
+    if stop is None:
+        with StopRequests() as own:
+            return train(config, data, before_save, own)
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(config.mixed_precision),
         gradient_accumulation_steps=config.grad_accum,
     )
     set_seed(config.seed)
     run_dir = config.run_dir
-    state = _load_state(run_dir, config) if config.resume else None
+    resumed = load_progress(run_dir, config) if config.resume else None
+    check_writable(run_dir)  # before hours of training, not after
     load_backbone_config(config.backbone)  # fail on a bad --backbone before decoding the data
 
     data = data or load_data(config)
     model, preprocessing = create_model(config.backbone, data.labels, config.image_size)
     trainable = apply_strategy(model, config)
     model = trainable.model
+    check_free_space(run_dir, model)
     train_set = ImageSet(data.train, preprocessing)
     val_loader = make_loader(ImageSet(data.val, preprocessing), config.batch_size)
 
@@ -113,16 +129,24 @@ def train(
     loss_fn = nn.CrossEntropyLoss(weight=_class_weights(data) if config.class_weighted else None)
     loss_fn = loss_fn.to(accelerator.device)
 
-    progress = state or {"epoch": 0, "batches_done": 0, "history": [], "best": None, "bad": 0}
-    if state:
-        accelerator.load_state(str(run_dir / CHECKPOINT))
-    best_weights = _load_best(run_dir) if state else None
+    progress = resumed or {"epoch": 0, "batches_done": 0, "history": [], "best": None, "bad": 0}
+    best_weights, resumed_losses = None, []
+    if resumed:
+        best_weights, resumed_losses = load_checkpoint(accelerator, run_dir)
+        stop.checkpoint = checkpoint_path(run_dir)
+    timer = _Every(config.checkpoint_every)
 
-    with _StopOnSignal() as stop:
+    def checkpoint(losses: list[torch.Tensor]) -> Path:
+        kept = [float(loss) for loss in losses]
+        return save_checkpoint(accelerator, run_dir, config, progress, best_weights, kept)
+
+    with stop.loop():
+        first = progress["epoch"]
+        last = first if progress.get("done") else config.epochs  # done: resumed for the save
         for epoch in tqdm(
-            range(progress["epoch"], config.epochs),
+            range(first, last),
             desc="epochs",
-            initial=progress["epoch"],
+            initial=first,
             total=config.epochs,
             disable=not accelerator.is_main_process,
         ):
@@ -135,10 +159,11 @@ def train(
                 )
             )
             skip = progress["batches_done"]
+            losses = []
             if skip:
                 loader = accelerator.skip_first_batches(loader, skip)
+                losses = [torch.tensor(x, device=accelerator.device) for x in resumed_losses]
             train_mode(model)
-            losses = []
             for batch_index, (images, labels) in enumerate(
                 tqdm(
                     loader,
@@ -156,10 +181,9 @@ def train(
                     scheduler.step()
                     optimizer.zero_grad()
                 losses.append(loss.detach())
-                if stop.requested and accelerator.sync_gradients:  # no half-accumulated step
+                if accelerator.sync_gradients:  # never in the middle of an accumulated step
                     progress.update(epoch=epoch, batches_done=batch_index + 1)
-                    _save_checkpoint(accelerator, run_dir, config, progress, best_weights)
-                    raise Interrupted(run_dir / CHECKPOINT)
+                    _checkpoint_if_due(accelerator, stop, timer, partial(checkpoint, losses))
             progress["batches_done"] = 0
 
             val_logits, val_labels = collect_logits(model, val_loader, preprocessing, accelerator)
@@ -189,6 +213,12 @@ def train(
                 )
                 break
 
+    if not progress.get("done"):  # the trained weights are safe before anything else is tried
+        progress["done"] = True
+        with stop.critical():
+            stop.checkpoint = checkpoint([])
+    if _any_process(accelerator, stop.requested):
+        raise Interrupted(stop.checkpoint)
     model = accelerator.unwrap_model(model)
     model.load_state_dict(best_weights)
     return _finish(
@@ -200,11 +230,12 @@ def train(
         accelerator,
         val_loader,
         before_save,
+        stop,
     )
 
 
 def _finish(
-    model, preprocessing, data, config, history, accelerator, val_loader, before_save=None
+    model, preprocessing, data, config, history, accelerator, val_loader, before_save, stop
 ) -> TrainResult:
     """Calibrate on validation, evaluate, save to the store and write the report."""
     val_logits, val_labels = collect_logits(model, val_loader, preprocessing, accelerator)
@@ -226,13 +257,60 @@ def _finish(
         model = merge_adapters(model).to("cpu").float().eval()
         if before_save is not None:
             metadata = before_save(model, preprocessing, metadata)
-        tag = save_model(model, preprocessing, metadata, name=config.name)
-        summary = _summary(str(tag), metadata, val, test, data)
-        write_report(config.run_dir, summary, history, data.labels)
-        (config.run_dir / "config.json").write_text(json.dumps(metadata.training_config, indent=2))
-        shutil.rmtree(config.run_dir / CHECKPOINT, ignore_errors=True)
+        with stop.critical():  # a signal now waits until the model is stored whole
+            tag = _store(model, preprocessing, metadata, config, stop.checkpoint)
+            summary = _summary(str(tag), metadata, val, test, data)
+            write_report(config.run_dir, summary, history, data.labels)
+            (config.run_dir / "config.json").write_text(
+                json.dumps(metadata.training_config, indent=2)
+            )
+            remove_checkpoint(config.run_dir)
     accelerator.wait_for_everyone()
     return TrainResult(tag=tag, metadata=metadata, run_dir=config.run_dir, history=history)
+
+
+def _store(model, preprocessing, metadata, config: TrainConfig, kept: Path) -> bentoml.Tag:
+    try:
+        return save_model(model, preprocessing, metadata, name=config.name)
+    except Exception as err:  # disk full, store unwritable...: say where the weights are
+        raise StoreError(
+            f"cannot save the model into the store ({describe(err)}); the trained weights are "
+            f"kept in {kept}: fix that and run the same command with --resume to save them"
+        ) from err
+
+
+class _Every:
+    """A timer for periodic checkpoints (``minutes`` 0: never due)."""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60
+        self.reset()
+
+    def reset(self) -> None:
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        return self.seconds > 0 and time.monotonic() - self.last >= self.seconds
+
+
+def _checkpoint_if_due(accelerator, stop: StopRequests, timer: _Every, save) -> None:
+    """Checkpoint when any process was asked to stop or the main one's timer is due; then stop
+    if asked. Every process calls this at the same steps, and Accelerate's trigger (one
+    all-reduce) makes their decisions one, so they all save and stop at the same step."""
+    if stop.requested or (accelerator.is_main_process and timer.due()):
+        accelerator.set_trigger()
+    if not accelerator.check_trigger():
+        return
+    stopping = _any_process(accelerator, stop.requested)
+    with stop.critical():
+        stop.checkpoint = save()
+    timer.reset()
+    if stopping:
+        raise Interrupted(stop.checkpoint)
+
+
+def _any_process(accelerator, flag: bool) -> bool:
+    return bool(accelerator.reduce(torch.tensor(int(flag), device=accelerator.device)).item())
 
 
 def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
@@ -262,57 +340,6 @@ def _mixed_precision(choice: str) -> str:
 
 def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-class _StopOnSignal:
-    """Turns the first SIGINT/SIGTERM into a request to checkpoint and stop."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {}
-
-    def _handle(self, signum, frame):
-        self.requested = True
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)  # a second signal stops at once
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        return False
-
-
-def _save_checkpoint(accelerator, run_dir: Path, config: TrainConfig, progress: dict, best) -> None:
-    path = run_dir / CHECKPOINT
-    accelerator.save_state(str(path))
-    if accelerator.is_main_process:
-        (path / "progress.json").write_text(json.dumps(progress))
-        (path / "config.json").write_text(config.model_dump_json(exclude={"resume"}))
-        if best is not None:
-            torch.save(best, path / "best_weights.pt")
-    accelerator.wait_for_everyone()
-
-
-def _load_state(run_dir: Path, config: TrainConfig) -> dict:
-    path = run_dir / CHECKPOINT
-    if not (path / "progress.json").exists():
-        raise FileNotFoundError(f"--resume: no checkpoint in {path}; run without --resume")
-    saved = TrainConfig.model_validate_json((path / "config.json").read_text())
-    if saved.model_dump(exclude={"resume"}) != config.model_dump(exclude={"resume"}):
-        raise ValueError(
-            f"--resume: the flags differ from the interrupted run's ({path / 'config.json'})"
-        )
-    return json.loads((path / "progress.json").read_text())
-
-
-def _load_best(run_dir: Path):
-    path = run_dir / CHECKPOINT / "best_weights.pt"
-    return torch.load(path, weights_only=True) if path.exists() else None
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
@@ -346,7 +373,7 @@ def _metadata(
 
 
 def _resolved_config(config: TrainConfig, data: DataSplits) -> dict:
-    resolved = config.model_dump(mode="json", exclude={"resume"})
+    resolved = config.model_dump(mode="json", exclude=NOT_COMPARED)
     resolved["output_dir"] = str(config.run_dir)
     if config.strategy == "partial":
         resolved["unfreeze_blocks"] = config.resolved_blocks

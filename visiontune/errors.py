@@ -33,7 +33,7 @@ def message_and_code(err: BaseException) -> tuple[str, int]:
         return str(err), err.code
     if isinstance(err, ValidationError):
         return validation_message(err), EXIT_ERROR
-    from training.train import Interrupted
+    from training.stopping import Interrupted
     from visiontune.lifecycle.gate import Refused
 
     if isinstance(err, Interrupted):

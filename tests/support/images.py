@@ -60,11 +60,23 @@ def truncated_png() -> bytes:
     return data[: len(data) // 2]
 
 
+def bad_exif_png() -> bytes:
+    """A valid PNG whose EXIF block has a broken TIFF header: reading the orientation raises
+    ``SyntaxError``, outside the errors a decoder is expected to raise."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "PNG", exif=b"Exif\x00\x00XX\x00*\x00\x00\x00\x08")
+    return buffer.getvalue()
+
+
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8" height="8"/></svg>'
+
 BAD_FILES = {
     "zero.png": b"",
     "notes.txt": b"these are notes, not an image\n",
     "fake.jpg": b"\xff\xd8\xff\xe0 not really a jpeg",
     "cut.png": truncated_png(),
+    "bad-exif.png": bad_exif_png(),
+    "vector.svg": SVG,
 }
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.support import REPO
 from tests.support.images import add_bad_files, digit_images, write_classes
 from training.config import TrainConfig
 from training.data import DataError, load_data, load_image, load_labelled
@@ -268,6 +273,7 @@ def test_bad_files_are_reported_by_path_skipped_and_counted(folder_with_bad_file
     reasons = dict(data.skipped)
     assert "0 bytes" in reasons[str(root / "1" / "zero.png")]
     assert "truncated" in reasons[str(root / "1" / "cut.png")]
+    assert "SyntaxError" in reasons[str(root / "1" / "bad-exif.png")]
     for path in bad:
         assert any(str(path) in message for message in caplog.messages)
 
@@ -280,6 +286,25 @@ def test_strict_fails_on_the_first_bad_file(folder_with_bad_files):
     assert any(str(path) in message for path in bad)
     assert "--strict" in message
     assert "\n" not in message
+
+
+def test_unreadable_files_are_skipped_by_path(tmp_path):
+    """chmod 000 stops everyone but root: as root, the check runs without root's file access."""
+    root = write_classes(tmp_path / "data", {"1": 10, "2": 10})
+    locked = root / "2" / "locked.png"
+    digit_images(2, 1)[0].save(locked)
+    locked.chmod(0)
+    script = (
+        "import json; from training.config import TrainConfig; from training.data import load_data; "
+        f"data = load_data(TrainConfig(data={str(root)!r}, backbone='b')); "
+        "print(json.dumps(data.skipped))"
+    )
+    command = [sys.executable, "-c", script]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) == [[str(locked), "cannot read (Permission denied)"]]
 
 
 # --- datasets that cannot be trained on -------------------------------------------------------

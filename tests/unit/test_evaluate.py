@@ -98,3 +98,22 @@ def test_report_files(tmp_path):
     assert "# m:1" in markdown and "| validation |" in markdown and "| 2 |" in markdown
     for plot in ("confusion_matrix.png", "learning_curves.png"):
         assert (tmp_path / "run" / plot).read_bytes().startswith(b"\x89PNG")
+
+
+def test_report_draws_labels_in_any_script(tmp_path, recwarn):
+    """CJK, Arabic, Devanagari, emoji, a dollar sign (no math) and a pipe (markdown table)."""
+    labels = ["猫", "كلب", "हाथी", "🐟", r"$\nocommand$", "a|b"]
+    logits, targets = noisy_logits(n=60)
+    logits = torch.cat([logits, logits[:, :2]], dim=1)
+    targets = targets % len(labels)
+    evaluation = evaluate_logits(logits, targets, labels)
+    summary = {"tag": "m:1", "validation": evaluation.as_dict(), "test": None}
+    write_report(tmp_path, summary, [], labels)
+
+    assert (tmp_path / "confusion_matrix.png").read_bytes().startswith(b"\x89PNG")
+    missing = [str(w.message) for w in recwarn if "missing from font" in str(w.message)]
+    assert missing == []  # the fonts `make` installs draw every label
+    rows = (tmp_path / "report.md").read_text().split("## Per class")[1].splitlines()[4:]
+    assert [row.split(" | ")[0] for row in rows[: len(labels)]] == [
+        "| 猫", "| كلب", "| हाथी", "| 🐟", r"| $\nocommand$", r"| a\|b",
+    ]  # fmt: skip

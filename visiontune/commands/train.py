@@ -1,6 +1,8 @@
 """`visiontune train`: fine-tune a backbone with a new head and save it to the store.
 
-The flags are generated from :class:`training.config.TrainConfig`.
+The flags are generated from :class:`training.config.TrainConfig`. Ctrl-C and
+SIGTERM are handled from the first moment (before torch is imported), so any
+interruption ends with one line and exit 130 (see ``training.stopping``).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from training.config import TrainConfig
+from training.stopping import StopRequests
 from visiontune.flags import add_config_flags, config_values, quiet_transformers
 
 NAME = "train"
@@ -20,10 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = TrainConfig.model_validate(config_values(args, TrainConfig))
-    quiet_transformers()
-    from training.train import train
+    with StopRequests() as stop:
+        quiet_transformers()
+        from training.train import train
 
-    result = train(config)
+        result = train(config, stop)
     if result.tag is not None:
         m = result.metadata
         held_out = f"  test acc {m.test.accuracy:.4f}" if m.test else ""
