@@ -21,6 +21,7 @@ from benchmarks import report
 BENCHMARKS = {
     "train_throughput": ["--threads", "1"],
     "transfer": ["--threads", "1"],
+    "robustness": ["--threads", "1"],
     "serve_throughput": [],
 }
 

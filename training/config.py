@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from contract.savedmodel import DEFAULT_MODEL_NAME
 
 Strategy = Literal["linear", "partial", "full", "lora"]
+Augment = Literal["none", "light", "strong", "randaugment", "trivialaugment"]
 
 
 class TrainConfig(BaseModel):
@@ -58,6 +59,43 @@ class TrainConfig(BaseModel):
         None,
         description="Keep only these labels; default: all. Comma-separated, or repeat the flag "
         "(each value one label, commas included), or a JSON list.",
+    )
+    augment: Augment = Field(
+        "light",
+        description="Augmentation of training batches: none; light (a random resized crop, "
+        "small rotation/shift/shear, brightness/contrast jitter); strong (wider ranges, blur, "
+        "random erasing); randaugment; trivialaugment. The README says what each does.",
+    )
+    flip: bool = Field(
+        False,
+        description="Also flip training images horizontally (off: it changes digits and text).",
+    )
+    mixup: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="Mixup: blend image pairs and their labels with a Beta(a, a) weight; "
+        "a = this value, e.g. 0.2 (0: off).",
+    )
+    cutmix: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="CutMix: paste a patch of another image, labels mixed by area; "
+        "Beta(a, a) sizes the patch, e.g. 1.0 (0: off). With --mixup, each batch uses one.",
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        description="Label smoothing: the share of each target spread over all classes, e.g. 0.1.",
+    )
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Keep an exponential moving average of the weights with this decay "
+        "(e.g. 0.999), validated each epoch and kept when it scores better (default: off).",
     )
     per_class: int | None = Field(
         None, ge=1, description="Use at most this many training images per class (few-shot)."
@@ -118,11 +156,29 @@ class TrainConfig(BaseModel):
                     f"{flag} applies to --strategy {strategy} only; "
                     f"use --strategy {strategy} or drop {flag}"
                 )
+        self._check_mixing()
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError(
                 "--val-fraction + --test-fraction leave under 10% for training; lower them"
             )
         return self
+
+    def _check_mixing(self) -> None:
+        """Mixup and cutmix need a partner image in the batch and a backbone that learns."""
+        for flag, value in (("--mixup", self.mixup), ("--cutmix", self.cutmix)):
+            if not value:
+                continue
+            if self.strategy == "linear":
+                raise ValueError(
+                    f"{flag} trains a head on blends the frozen backbone never learns to "
+                    f"separate (--strategy linear); use --strategy partial, full or lora, "
+                    f"or drop {flag}"
+                )
+            if self.batch_size < 2:
+                raise ValueError(
+                    f"{flag} mixes images within a batch and --batch-size 1 has none to "
+                    f"mix with; use --batch-size 2 or more, or drop {flag}"
+                )
 
     @property
     def run_dir(self) -> Path:

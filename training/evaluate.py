@@ -87,6 +87,22 @@ def evaluate_logits(
     )
 
 
+def calibration(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict:
+    """ECE and NLL before (temperature 1) and after temperature scaling, for the report."""
+    logits = logits.float()
+
+    def scores(t: float) -> dict[str, float]:
+        probs = (logits / t).softmax(dim=-1)
+        return {
+            "ece": float(
+                multiclass_calibration_error(probs, labels, num_classes=logits.shape[1], n_bins=15)
+            ),
+            "nll": float(F.cross_entropy(logits / t, labels)),
+        }
+
+    return {"before": scores(1.0), "after": scores(temperature)}
+
+
 def write_report(run_dir: Path, summary: dict, history: list[dict], labels: list[str]) -> None:
     """report.json, report.md and PNG plots (confusion matrix, learning curves) in ``run_dir``."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -138,6 +154,7 @@ def _markdown(summary: dict, history: list[dict]) -> str:
                 f"| {split} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['ece']:.4f} "
                 f"| {m['nll']:.4f} | {m['n']} |"
             )
+    lines += _calibration_lines(summary)
     split = "test" if summary.get("test") else "validation"
     lines += [
         "",
@@ -169,6 +186,25 @@ def _markdown(summary: dict, history: list[dict]) -> str:
     if history:
         lines.append("![learning curves](learning_curves.png)")
     return "\n".join(lines) + "\n"
+
+
+def _calibration_lines(summary: dict) -> list[str]:
+    found = summary.get("calibration")
+    if not found:
+        return []
+    lines = [
+        "",
+        f"## Calibration (temperature {summary['temperature']:.3f}, fitted on validation)",
+        "",
+        "| split | ECE before | ECE after | NLL before | NLL after |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for split, c in found.items():
+        lines.append(
+            f"| {split} | {c['before']['ece']:.4f} | {c['after']['ece']:.4f} "
+            f"| {c['before']['nll']:.4f} | {c['after']['nll']:.4f} |"
+        )
+    return lines
 
 
 def _plot_confusion(path: Path, confusion: list[list[int]], labels: list[str]) -> None:

@@ -33,6 +33,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from contract.images import Preprocessing
 from contract.savedmodel import ModelMetadata
+from training.augment import BatchAugmenter, warn_if_upscaled
 from training.checkpoint import (
     NOT_COMPARED,
     checkpoint_path,
@@ -43,8 +44,10 @@ from training.checkpoint import (
 )
 from training.config import TrainConfig
 from training.data import DataSplits, ImageSet, load_data, make_loader
+from training.ema import weight_average
 from training.evaluate import (
     Evaluation,
+    calibration,
     collect_logits,
     evaluate_logits,
     fit_temperature,
@@ -108,6 +111,7 @@ def train(
     trainable = apply_strategy(model, config)
     model = trainable.model
     check_free_space(run_dir, model)
+    warn_if_upscaled([source for source, _ in data.train], preprocessing, config.augment)
     train_set = ImageSet(data.train, preprocessing)
     val_loader = make_loader(ImageSet(data.val, preprocessing), config.batch_size)
 
@@ -126,8 +130,16 @@ def train(
     model, optimizer, scheduler, val_loader = accelerator.prepare(
         model, optimizer, scheduler, val_loader
     )
-    loss_fn = nn.CrossEntropyLoss(weight=_class_weights(data) if config.class_weighted else None)
+    loss_fn = nn.CrossEntropyLoss(
+        weight=_class_weights(data) if config.class_weighted else None,
+        label_smoothing=config.label_smoothing,
+    )
     loss_fn = loss_fn.to(accelerator.device)
+    augmenter = _augmenter(config, preprocessing, data, accelerator.process_index)
+    ema = None
+    if config.ema_decay is not None:
+        ema = weight_average(accelerator.unwrap_model(model), config.ema_decay)
+        accelerator.register_for_checkpointing(ema)  # resumed with the rest of the state
 
     progress = resumed or {"epoch": 0, "batches_done": 0, "history": [], "best": None, "bad": 0}
     best_weights, resumed_losses = None, []
@@ -174,12 +186,15 @@ def train(
                 start=skip,
             ):
                 with accelerator.accumulate(model):
-                    logits = model(pixel_values=preprocessing.normalize(images)).logits
-                    loss = loss_fn(logits.float(), labels)
+                    pixel_values, targets = augmenter(images, labels, epoch, batch_index)
+                    logits = model(pixel_values=pixel_values).logits
+                    loss = loss_fn(logits.float(), targets)
                     accelerator.backward(loss)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad()
+                if ema is not None and accelerator.sync_gradients:
+                    ema.update_parameters(accelerator.unwrap_model(model))
                 losses.append(loss.detach())
                 if accelerator.sync_gradients:  # never in the middle of an accumulated step
                     progress.update(epoch=epoch, batches_done=batch_index + 1)
@@ -197,13 +212,21 @@ def train(
                 "lr": scheduler.get_last_lr()[-1],
                 "seconds": time.perf_counter() - started,
             }
+            score, candidate = getattr(val.metrics, config.metric), accelerator.unwrap_model(model)
+            if ema is not None:
+                ema_val = evaluate_logits(
+                    *collect_logits(ema, val_loader, preprocessing, accelerator), data.labels
+                )
+                row.update(ema_val_accuracy=ema_val.metrics.accuracy)
+                row.update(ema_val_macro_f1=ema_val.metrics.macro_f1)
+                if getattr(ema_val.metrics, config.metric) > score:
+                    score, candidate = getattr(ema_val.metrics, config.metric), ema.module
             progress["history"].append(row)
             accelerator.print(_epoch_line(row, config.epochs))
 
-            score = getattr(val.metrics, config.metric)
             if progress["best"] is None or score > progress["best"]:
                 progress.update(best=score, bad=0)
-                best_weights = _copy_state(accelerator.unwrap_model(model))
+                best_weights = _copy_state(candidate)
             else:
                 progress["bad"] += 1
             progress["epoch"] = epoch + 1
@@ -241,16 +264,15 @@ def _finish(
     val_logits, val_labels = collect_logits(model, val_loader, preprocessing, accelerator)
     temperature = fit_temperature(val_logits, val_labels)
     val = evaluate_logits(val_logits, val_labels, data.labels, temperature)
+    calibrations = {"validation": calibration(val_logits, val_labels, temperature)}
     test = None
     if data.test:
         test_loader = accelerator.prepare_data_loader(
             make_loader(ImageSet(data.test, preprocessing), config.batch_size)
         )
-        test = evaluate_logits(
-            *collect_logits(model, test_loader, preprocessing, accelerator),
-            data.labels,
-            temperature,
-        )
+        test_logits, test_labels = collect_logits(model, test_loader, preprocessing, accelerator)
+        test = evaluate_logits(test_logits, test_labels, data.labels, temperature)
+        calibrations["test"] = calibration(test_logits, test_labels, temperature)
     metadata = _metadata(config, data, preprocessing, temperature, val, test)
     tag = None
     if accelerator.is_main_process:
@@ -259,7 +281,10 @@ def _finish(
             metadata = before_save(model, preprocessing, metadata)
         with stop.critical():  # a signal now waits until the model is stored whole
             tag = _store(model, preprocessing, metadata, config, stop.checkpoint)
-            summary = _summary(str(tag), metadata, val, test, data)
+            summary = {
+                **_summary(str(tag), metadata, val, test, data),
+                "calibration": calibrations,
+            }
             write_report(config.run_dir, summary, history, data.labels)
             (config.run_dir / "config.json").write_text(
                 json.dumps(metadata.training_config, indent=2)
@@ -313,6 +338,19 @@ def _any_process(accelerator, flag: bool) -> bool:
     return bool(accelerator.reduce(torch.tensor(int(flag), device=accelerator.device)).item())
 
 
+def _augmenter(config: TrainConfig, preprocessing, data: DataSplits, process_index: int):
+    return BatchAugmenter(
+        preprocessing,
+        len(data.labels),
+        policy=config.augment,
+        flip=config.flip,
+        mixup=config.mixup,
+        cutmix=config.cutmix,
+        seed=config.seed,
+        process_index=process_index,
+    )
+
+
 def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=generator).tolist()
@@ -343,10 +381,11 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
+    ema = f"  ema_val_acc {row['ema_val_accuracy']:.4f}" if "ema_val_accuracy" in row else ""
     return (
         f"epoch {row['epoch']}/{epochs}  train_loss {row['train_loss']:.4f}  "
         f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  "
-        f"val_f1 {row['val_macro_f1']:.4f}  lr {row['lr']:.2e}  {row['seconds']:.1f}s"
+        f"val_f1 {row['val_macro_f1']:.4f}{ema}  lr {row['lr']:.2e}  {row['seconds']:.1f}s"
     )
 
 

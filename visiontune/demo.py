@@ -3,8 +3,9 @@
 1. A small ViT in Hugging Face format is pretrained on a source task (digits 0-4)
    and saved as a local backbone folder (cached for the next run).
 2. It is fine-tuned with a new head on a target task it never saw (digits 5-9)
-   from a few labelled examples per class, next to the same architecture trained
-   from scratch on the same examples. Both held-out accuracies are printed.
+   from a few labelled examples per class (with the default augmentation), next to
+   the same fine-tuning without augmentation and the same architecture trained
+   from scratch on the same examples. The three held-out accuracies are printed.
 3. The fine-tuned model is saved in the BentoML model store, served with
    `bentoml serve service:ImageClassifier`, and asked about held-out images over HTTP.
 """
@@ -39,7 +40,7 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vision
 
 def pretrained_backbone(scratch_dir: Path) -> Path:
     """The source-task backbone: trained once on digits 0-4, then reused from the cache."""
-    folder = CACHE / "backbones" / f"vit-small-{IMAGE_SIZE}px-digits-0-4"
+    folder = CACHE / "backbones" / f"vit-small-{IMAGE_SIZE}px-digits-0-4-augment-light"
     if (folder / "config.json").exists():
         print(f"[1/3] reusing the pretrained backbone in {folder}")
         return folder
@@ -52,6 +53,7 @@ def pretrained_backbone(scratch_dir: Path) -> Path:
             name="visiontune-demo-source",
             strategy="full",
             image_size=IMAGE_SIZE,
+            augment="light",
             epochs=40,
             patience=8,
             lr=1e-3,
@@ -66,7 +68,9 @@ def pretrained_backbone(scratch_dir: Path) -> Path:
     return folder
 
 
-def target_config(backbone: Path, name: str, lr: float, output_dir: Path) -> TrainConfig:
+def target_config(
+    backbone: Path, name: str, lr: float, output_dir: Path, augment: str = "light"
+) -> TrainConfig:
     return TrainConfig(
         data="digits",
         classes=TARGET,
@@ -79,6 +83,7 @@ def target_config(backbone: Path, name: str, lr: float, output_dir: Path) -> Tra
         patience=12,
         batch_size=16,
         lr=lr,
+        augment=augment,
         output_dir=output_dir,
     )
 
@@ -143,13 +148,20 @@ def main() -> int:
 
     print(f"[2/3] digits 5-9 (never seen by the backbone), {PER_CLASS} training images per class")
     tuned = train(target_config(backbone, "visiontune-classifier", 5e-4, work / "fine-tuned"))
+    plain = train(
+        target_config(backbone, "visiontune-demo-plain", 5e-4, work / "no-augment", "none")
+    )
     scratch = train(target_config(random_init, "visiontune-demo-scratch", 1e-3, work / "scratch"))
-    bentoml.models.delete(scratch.tag)  # only the fine-tuned model stays in the store
+    for other in (plain, scratch):
+        bentoml.models.delete(other.tag)  # only the fine-tuned model stays in the store
     print(
         f"      fine-tuned from the digits 0-4 backbone: held-out accuracy {tuned.metadata.test.accuracy:.3f}"
     )
     print(
         f"      same ViT trained from scratch:          held-out accuracy {scratch.metadata.test.accuracy:.3f}"
+    )
+    print(
+        f"      fine-tuned without augmentation:         held-out accuracy {plain.metadata.test.accuracy:.3f}"
     )
     print(f"      saved {tuned.tag} (report: {tuned.run_dir / 'report.md'})")
 

@@ -56,3 +56,47 @@ def test_defaults_resolve_per_strategy():
     lora = TrainConfig(**BASE, strategy="lora", lora_rank=4)
     assert (lora.resolved_lora_rank, lora.resolved_lora_alpha) == (4, 8.0)
     assert str(TrainConfig(**BASE, name="m").run_dir) == "runs/m"
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragments"),
+    [
+        ({"mixup": 0.2}, ["--mixup", "--strategy linear", "--strategy partial, full or lora"]),
+        ({"cutmix": 1.0}, ["--cutmix", "--strategy linear", "drop --cutmix"]),
+        (
+            {"mixup": 0.2, "strategy": "full", "batch_size": 1},
+            ["--mixup", "--batch-size 1", "--batch-size 2 or more"],
+        ),
+    ],
+)
+def test_mixing_where_it_cannot_work_names_the_fix(flags, fragments):
+    with pytest.raises(ValidationError) as err:
+        TrainConfig(**BASE, **flags)
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"augment": "heavy"},
+        {"mixup": -0.1, "strategy": "full"},
+        {"cutmix": 11, "strategy": "full"},
+        {"label_smoothing": 0.6},
+        {"label_smoothing": -0.1},
+        {"ema_decay": 1.0},
+        {"ema_decay": 0},
+    ],
+)
+def test_augmentation_values_out_of_range_are_rejected(flags):
+    with pytest.raises(ValidationError) as err:
+        TrainConfig(**BASE, **flags)
+    assert next(iter(flags)) in str(err.value)
+
+
+def test_augmentation_defaults():
+    config = TrainConfig(**BASE)
+    assert (config.augment, config.flip, config.mixup, config.cutmix) == ("light", False, 0, 0)
+    assert (config.label_smoothing, config.ema_decay) == (0, None)
+    mixing = TrainConfig(**BASE, strategy="lora", mixup=0.2, cutmix=1.0, label_smoothing=0.1)
+    assert (mixing.mixup, mixing.cutmix) == (0.2, 1.0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.evaluate import evaluate_logits, fit_temperature, write_report
+from training.evaluate import calibration, evaluate_logits, fit_temperature, write_report
 
 NAMES = ["a", "b", "c", "d"]
 
@@ -117,3 +117,33 @@ def test_report_draws_labels_in_any_script(tmp_path, recwarn):
     assert [row.split(" | ")[0] for row in rows[: len(labels)]] == [
         "| 猫", "| كلب", "| हाथी", "| 🐟", r"| $\nocommand$", r"| a\|b",
     ]  # fmt: skip
+
+
+def test_calibration_before_and_after_temperature_in_the_report(tmp_path):
+    logits, labels = noisy_logits(n=400, scale=4.0)  # over-confident
+    temperature = fit_temperature(logits, labels)
+    found = calibration(logits, labels, temperature)
+    assert found["before"]["nll"] == pytest.approx(nll(logits, labels))
+    assert found["after"]["nll"] == pytest.approx(nll(logits, labels, temperature))
+    assert found["after"]["nll"] < found["before"]["nll"]
+    assert found["after"]["ece"] < found["before"]["ece"]
+    after = evaluate_logits(logits, labels, NAMES, temperature).metrics
+    assert found["after"]["ece"] == pytest.approx(after.ece)
+
+    evaluation = evaluate_logits(logits, labels, NAMES, temperature)
+    summary = {
+        "tag": "m:1",
+        "temperature": temperature,
+        "validation": evaluation.as_dict(),
+        "test": None,
+        "calibration": {"validation": found},
+    }
+    write_report(tmp_path, summary, [], NAMES)
+    assert json.loads((tmp_path / "report.json").read_text())["calibration"]["validation"] == found
+    markdown = (tmp_path / "report.md").read_text()
+    assert f"## Calibration (temperature {temperature:.3f}" in markdown
+    row = (
+        f"| validation | {found['before']['ece']:.4f} | {found['after']['ece']:.4f} "
+        f"| {found['before']['nll']:.4f} | {found['after']['nll']:.4f} |"
+    )
+    assert row in markdown

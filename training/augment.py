@@ -1,0 +1,199 @@
+"""Batched data augmentation on the training device, after the decoded-image cache.
+
+``ImageSet`` decodes and resizes every image once; each training batch of
+``(B, H, W, 3)`` uint8 pixels is then augmented as one tensor on the device the
+model trains on (kornia: pure PyTorch, so it runs on the GPU when there is one),
+mixed (mixup/cutmix) if asked, and normalised for the model. Validation and test
+batches are never augmented.
+
+Every random draw is seeded from (seed, epoch, batch, process), never from the
+global generator's history, so a run resumed mid-epoch replays the same
+augmented pixels as an unbroken one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import kornia.augmentation as K
+import torch
+import torch.nn.functional as F
+from kornia.augmentation.auto import RandAugment, TrivialAugment
+from PIL import Image
+from torch import nn
+
+from contract.images import Preprocessing
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("none", "light", "strong", "randaugment", "trivialaugment")
+SIZE_SAMPLE = 256  # training images whose size is read for the "smaller than the input" warning
+
+
+def build_policy(policy: str, height: int, width: int, flip: bool) -> nn.Module | None:
+    """The kornia pipeline of a named policy on ``(B, 3, H, W)`` floats in [0, 1]; None for 'none'.
+
+    light: a random resized crop, rotation, shift and shear in one affine warp
+    (zoom 0.9-1.2x per axis: a crop of about 70-100% of the area with its aspect
+    changed up to about 4:3, or a slight zoom out; up to 10 degrees, 12.5% shift,
+    8 degrees shear), then brightness and contrast jitter of up to 20%.
+    strong: kornia's random resized crop of 50-100% of the area, then wider
+    ranges (20 degrees, 15% shift, 15 degrees shear), saturation jitter, blur
+    and random erasing.
+    randaugment / trivialaugment: the light warp, then RandAugment (2 operations
+    at magnitude 9 of 30) or TrivialAugment (one operation, random magnitude),
+    whose operations include colour inversion, solarising and posterising.
+    """
+    if policy == "none":
+        return None
+    light_warp = K.RandomAffine(
+        degrees=10, translate=(0.125, 0.125), scale=(0.9, 1.2, 0.9, 1.2), shear=8, p=1.0
+    )
+    steps: list[nn.Module]
+    if policy == "light":
+        steps = [light_warp, K.ColorJitter(brightness=0.2, contrast=0.2, p=0.8)]
+    elif policy == "strong":
+        steps = [
+            K.RandomResizedCrop((height, width), scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), p=1.0),
+            K.RandomAffine(degrees=20, translate=(0.15, 0.15), shear=15, p=0.9),
+            K.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, p=0.8),
+            K.RandomGaussianBlur((3, 3), sigma=(0.1, 1.0), p=0.2),
+            K.RandomErasing(scale=(0.02, 0.2), p=0.25),
+        ]
+    elif policy == "randaugment":
+        steps = [light_warp, RandAugment(n=2, m=9)]
+    else:
+        steps = [light_warp, TrivialAugment()]
+    if flip:
+        steps.append(K.RandomHorizontalFlip())
+    # nn.Sequential, not kornia's AugmentationSequential: no masks or boxes travel with
+    # the images, and the container's bookkeeping costs more than a small batch's warp.
+    return nn.Sequential(*steps)
+
+
+class BatchAugmenter:
+    """Turns a training batch into the model's input and the loss targets.
+
+    ``augmenter(images, labels, epoch, batch)`` takes ``(B, H, W, 3)`` uint8 pixels
+    and class ids on the device and returns normalised ``(B, 3, H, W)`` float
+    pixels and targets: the class ids, or ``(B, classes)`` probabilities when
+    mixup or cutmix mixed the batch (cross-entropy takes either).
+    """
+
+    def __init__(
+        self,
+        preprocessing: Preprocessing,
+        num_classes: int,
+        *,
+        policy: str = "light",
+        flip: bool = False,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        seed: int = 0,
+        process_index: int = 0,
+    ):
+        self.preprocessing = preprocessing
+        self.num_classes = num_classes
+        self.pipeline = build_policy(policy, preprocessing.height, preprocessing.width, flip)
+        self.mixup = mixup
+        self.cutmix = (
+            K.RandomCutMixV2(beta=cutmix, data_keys=["input", "class"], use_correct_lambda=True)
+            if cutmix
+            else None
+        )
+        self.seed = seed
+        self.process_index = process_index
+
+    @property
+    def active(self) -> bool:
+        return self.pipeline is not None or bool(self.mixup) or self.cutmix is not None
+
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor, epoch: int, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.active:
+            return self.preprocessing.normalize(images), labels
+        devices = [images.device] if images.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self._batch_seed(epoch, batch))
+            pixels = images.permute(0, 3, 1, 2).float().div_(255)
+            if self.pipeline is not None:
+                pixels = self.pipeline(pixels).clamp_(0, 1)
+            pixels, targets = self._mix(pixels, labels)
+        # back to the (B, H, W, 3) 0-255 layout the shared normalisation reads (a view, no copy)
+        return self.preprocessing.normalize(pixels.mul_(255).permute(0, 2, 3, 1)), targets
+
+    def _batch_seed(self, epoch: int, batch: int) -> int:
+        key = ((self.seed * 1_000_003 + epoch) * 1_000_003 + batch) * 1_009 + self.process_index
+        return key % (2**63)
+
+    def _mix(self, pixels: torch.Tensor, labels: torch.Tensor):
+        """Mixup or cutmix (one of the two per batch, at random, when both are on)."""
+        use_cutmix = self.cutmix is not None and (not self.mixup or bool(torch.rand(()) < 0.5))
+        if use_cutmix:
+            pixels, mixed = self.cutmix(pixels, labels)
+            _, other, kept = mixed[0].T  # (label, partner's label, share of own pixels) per image
+            return pixels, self._soft(labels, other.long(), kept)
+        if self.mixup:
+            # kornia's RandomMixUpV2 draws its weight uniformly from a range, not from
+            # Beta(alpha, alpha) as mixup is defined, so the two lines are written here.
+            kept = torch.distributions.Beta(self.mixup, self.mixup).sample(()).to(pixels.device)
+            partner = torch.randperm(len(labels)).to(labels.device)
+            pixels = kept * pixels + (1 - kept) * pixels[partner]
+            return pixels, self._soft(labels, labels[partner], kept.expand(len(labels)))
+        return pixels, labels
+
+    def _soft(self, labels: torch.Tensor, other: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        kept = kept.float().unsqueeze(1)
+        own = F.one_hot(labels, self.num_classes).float()
+        return kept * own + (1 - kept) * F.one_hot(other, self.num_classes).float()
+
+
+def count_smaller(sources: Iterable[Any], height: int, width: int) -> tuple[int, int]:
+    """(smaller, looked at): how many of up to SIZE_SAMPLE images are below ``height`` x ``width``.
+
+    Files are measured from their header (no decoding); a Hugging Face dataset's
+    rows are skipped, since only decoding them tells their size.
+    """
+    smaller = seen = 0
+    for source in sources:
+        if seen == SIZE_SAMPLE:
+            break
+        size = _size(source)
+        if size is None:
+            continue
+        seen += 1
+        smaller += size[0] < width or size[1] < height
+    return smaller, seen
+
+
+def _size(source: Any) -> tuple[int, int] | None:
+    if isinstance(source, Image.Image):
+        return source.size
+    if isinstance(source, str | Path):
+        try:
+            with Image.open(source) as image:
+                return image.size
+        except OSError:
+            return None
+    return None
+
+
+def warn_if_upscaled(sources: list[Any], preprocessing: Preprocessing, policy: str) -> str | None:
+    """The warning for training images smaller than the model's input, which crops magnify."""
+    if policy == "none":
+        return None
+    smaller, seen = count_smaller(sources, preprocessing.height, preprocessing.width)
+    if not smaller:
+        return None
+    message = (
+        f"{smaller} of {seen} training images looked at are smaller than the "
+        f"{preprocessing.height}x{preprocessing.width} input: they are upscaled, and "
+        f"--augment {policy}'s random crops magnify them further; pass a smaller "
+        "--image-size, or --augment none if the crops lose the subject"
+    )
+    log.warning(message)
+    return message
