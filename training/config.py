@@ -63,7 +63,10 @@ class TrainConfig(BaseModel):
     image_column: str = Field("image", description="Image column of a Hugging Face dataset.")
     label_column: str = Field("label", description="Label column of a Hugging Face dataset.")
     image_size: int | None = Field(
-        None, ge=8, description="Square input size; default: the backbone's own."
+        None,
+        ge=8,
+        description="Square input (crop) size; default: the backbone processor's own. "
+        "A shortest-edge resize before the crop scales with it.",
     )
     val_fraction: float = Field(
         0.15, gt=0, lt=1, description="Share held out for validation when no split is given."
