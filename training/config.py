@@ -97,6 +97,11 @@ class TrainConfig(BaseModel):
         None, description="Run folder for checkpoints and the report (default runs/NAME)."
     )
     resume: bool = Field(False, description="Continue from the checkpoint in the run folder.")
+    report_to: Literal["none", "tensorboard", "mlflow", "wandb"] = Field(
+        "none",
+        description="Track the run with this Accelerate tracker: hyperparameters, and each "
+        "epoch's losses and validation metrics (TensorBoard logs go to RUN_DIR/tensorboard).",
+    )
     stage: Stage = Field(Stage.candidate, description="Lifecycle label of the stored model.")
 
     @model_validator(mode="after")

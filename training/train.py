@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from contract.savedmodel import ModelMetadata
+from training import tracking
 from training.config import TrainConfig
 from training.data import DataSplits, ImageSet, load_data, make_loader
 from training.evaluate import (
@@ -69,6 +70,8 @@ def train(config: TrainConfig) -> TrainResult:
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(config.mixed_precision),
         gradient_accumulation_steps=config.grad_accum,
+        log_with=tracking.tracker(config),
+        project_dir=tracking.tracking_dir(config),
     )
     set_seed(config.seed)
     run_dir = config.run_dir
@@ -104,6 +107,7 @@ def train(config: TrainConfig) -> TrainResult:
     if state:
         accelerator.load_state(str(run_dir / CHECKPOINT))
     best_weights = _load_best(run_dir) if state else None
+    tracking.start(accelerator, config)
 
     with _StopOnSignal() as stop:
         for epoch in tqdm(
@@ -146,6 +150,7 @@ def train(config: TrainConfig) -> TrainResult:
                 if stop.requested and accelerator.sync_gradients:  # no half-accumulated step
                     progress.update(epoch=epoch, batches_done=batch_index + 1)
                     _save_checkpoint(accelerator, run_dir, config, progress, best_weights)
+                    accelerator.end_training()
                     raise Interrupted(run_dir / CHECKPOINT)
             progress["batches_done"] = 0
 
@@ -162,6 +167,7 @@ def train(config: TrainConfig) -> TrainResult:
             }
             progress["history"].append(row)
             accelerator.print(_epoch_line(row, config.epochs))
+            tracking.log_epoch(accelerator, row)
 
             score = getattr(val.metrics, config.metric)
             if progress["best"] is None or score > progress["best"]:
@@ -178,7 +184,11 @@ def train(config: TrainConfig) -> TrainResult:
 
     model = accelerator.unwrap_model(model)
     model.load_state_dict(best_weights)
-    return _finish(model, preprocessing, data, config, progress["history"], accelerator, val_loader)
+    result = _finish(
+        model, preprocessing, data, config, progress["history"], accelerator, val_loader
+    )
+    accelerator.end_training()
+    return result
 
 
 def _finish(model, preprocessing, data, config, history, accelerator, val_loader) -> TrainResult:
@@ -277,7 +287,8 @@ def _load_state(run_dir: Path, config: TrainConfig) -> dict:
     if not (path / "progress.json").exists():
         raise FileNotFoundError(f"--resume: no checkpoint in {path}; run without --resume")
     saved = TrainConfig.model_validate_json((path / "config.json").read_text())
-    if saved.model_dump(exclude={"resume"}) != config.model_dump(exclude={"resume"}):
+    run_only = {"resume", "workers", "report_to"}  # how it runs, not what it computes
+    if saved.model_dump(exclude=run_only) != config.model_dump(exclude=run_only):
         raise ValueError(
             f"--resume: the flags differ from the interrupted run's ({path / 'config.json'})"
         )
