@@ -97,6 +97,13 @@ class TrainConfig(BaseModel):
         None, description="Run folder for checkpoints and the report (default runs/NAME)."
     )
     resume: bool = Field(False, description="Continue from the checkpoint in the run folder.")
+    workers: int | None = Field(
+        None,
+        ge=0,
+        description="Loader processes decoding images when they do not fit the in-memory "
+        "cache (0: decode in the training process); default: the usable CPU cores less one, "
+        "at most 8.",
+    )
     report_to: Literal["none", "tensorboard", "mlflow", "wandb"] = Field(
         "none",
         description="Track the run with this Accelerate tracker: hyperparameters, and each "

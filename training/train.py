@@ -83,7 +83,9 @@ def train(config: TrainConfig) -> TrainResult:
     trainable = apply_strategy(model, config)
     model = trainable.model
     train_set = ImageSet(data.train, preprocessing)
-    val_loader = make_loader(ImageSet(data.val, preprocessing), config.batch_size)
+    val_loader = make_loader(
+        ImageSet(data.val, preprocessing), config.batch_size, workers=config.workers
+    )
 
     steps_per_epoch = math.ceil(
         math.ceil(len(train_set) / (config.batch_size * accelerator.num_processes))
@@ -123,6 +125,7 @@ def train(config: TrainConfig) -> TrainResult:
                     train_set,
                     config.batch_size,
                     order=_epoch_order(config.seed, epoch, len(train_set)),
+                    workers=config.workers,
                 )
             )
             skip = progress["batches_done"]
@@ -199,7 +202,9 @@ def _finish(model, preprocessing, data, config, history, accelerator, val_loader
     test = None
     if data.test:
         test_loader = accelerator.prepare_data_loader(
-            make_loader(ImageSet(data.test, preprocessing), config.batch_size)
+            make_loader(
+                ImageSet(data.test, preprocessing), config.batch_size, workers=config.workers
+            )
         )
         test = evaluate_logits(
             *collect_logits(model, test_loader, preprocessing, accelerator),
