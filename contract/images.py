@@ -1,8 +1,9 @@
 """Image decoding and preprocessing, identical for training and serving.
 
-Preprocessing is "resize to (height, width), rescale, normalise with mean/std":
-exactly what the saved ``ViTImageProcessor`` config describes, so the stored
-model also works with a plain ``transformers`` pipeline. Images are decoded and
+Preprocessing is the backbone processor's own policy (squash to a size, or resize
+the shortest edge and centre-crop; its resampling filter), then rescale and
+normalise with mean/std: exactly what the saved processor config describes, so the
+stored model also works with a plain ``transformers`` pipeline. Images are decoded and
 resized one by one (PIL, in C); rescaling and normalisation run on the whole
 batch as one tensor operation.
 """
@@ -85,27 +86,64 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+CONVNEXT = "ConvNextImageProcessor"
+CONVNEXT_WARP_EDGE = 384  # ConvNeXt processors squash instead of cropping from this size up
+Resize = int | tuple[int, int] | None
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """Size, mean and std that travel with the weights (``preprocessor_config.json``)."""
+    """The backbone processor's resize policy, mean and std, travelling with the weights.
+
+    ``resize_to`` says how an image is resized before it is centre-cropped to
+    ``height x width``: ``None`` squashes it straight to ``height x width``, an int
+    resizes its shortest edge to that many pixels (aspect ratio kept), a
+    ``(height, width)`` pair resizes it to that size. The crop is taken the way
+    transformers takes it (zero padding where the image is smaller). ``processor_type``
+    and ``crop_pct`` name the backbone's own processor class, so the saved
+    ``preprocessor_config.json`` is that class with these settings.
+    """
 
     height: int
     width: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     rescale_factor: float = 1 / 255
+    resize_to: Resize = None
+    resample: int = int(Image.Resampling.BILINEAR)
+    flip_channel_order: bool = False
+    processor_type: str = "ViTImageProcessor"
+    crop_pct: float | None = None
 
     @classmethod
     def from_processor(cls, processor, image_size: tuple[int, int] | None = None):
-        """Read a transformers image processor; ``image_size`` overrides its size."""
-        if image_size is None:
-            image_size = _processor_size(processor)
+        """Read a transformers image processor's policy.
+
+        ``image_size`` replaces the processor's output (crop) size; a resize before
+        the crop scales with it, so the share of the image kept stays the same
+        (DINOv2's 256 -> 224 becomes 37 -> 32 at ``image_size=(32, 32)``).
+        """
+        kind = _processor_type(processor)
+        crop_pct = getattr(processor, "crop_pct", None) if kind == CONVNEXT else None
+        if kind == CONVNEXT:
+            edge = int(image_size[0]) if image_size else _size(processor.size)["shortest_edge"]
+            resize_to, output = _convnext_policy(edge, crop_pct), (edge, edge)
+        else:
+            resize_to, output = _processor_policy(processor)
+            if image_size is not None:
+                resize_to, output = _scaled(resize_to, output, image_size)
+        normalize = getattr(processor, "do_normalize", True)
         return cls(
-            height=int(image_size[0]),
-            width=int(image_size[1]),
-            mean=_triple(getattr(processor, "image_mean", None) or (0.5, 0.5, 0.5)),
-            std=_triple(getattr(processor, "image_std", None) or (0.5, 0.5, 0.5)),
+            height=int(output[0]),
+            width=int(output[1]),
+            mean=_triple(processor.image_mean) if normalize else (0.0, 0.0, 0.0),
+            std=_triple(processor.image_std) if normalize else (1.0, 1.0, 1.0),
             rescale_factor=float(getattr(processor, "rescale_factor", 1 / 255)),
+            resize_to=None if resize_to == tuple(output) else resize_to,
+            resample=_resample(getattr(processor, "resample", None)),
+            flip_channel_order=bool(getattr(processor, "do_flip_channel_order", False)),
+            processor_type=kind,
+            crop_pct=float(crop_pct) if crop_pct is not None else None,
         )
 
     @classmethod
@@ -115,28 +153,78 @@ class Preprocessing:
         return cls.from_processor(AutoImageProcessor.from_pretrained(str(path)))
 
     def to_processor(self):
-        """The equivalent transformers processor, saved next to the weights."""
-        from transformers import ViTImageProcessorPil
+        """The backbone's processor class with this policy, saved next to the weights."""
+        import transformers
 
-        return ViTImageProcessorPil(
-            do_resize=True,
-            size={"height": self.height, "width": self.width},
-            resample=Image.Resampling.BILINEAR,
-            do_rescale=True,
-            rescale_factor=self.rescale_factor,
-            do_normalize=True,
-            image_mean=list(self.mean),
-            image_std=list(self.std),
+        processor_class = getattr(transformers, f"{self.processor_type}Pil", None) or getattr(
+            transformers, self.processor_type
         )
+        settings = {
+            "do_resize": True,
+            "resample": self.resample,
+            "do_rescale": True,
+            "rescale_factor": self.rescale_factor,
+            "do_normalize": True,
+            "image_mean": list(self.mean),
+            "image_std": list(self.std),
+            "do_center_crop": False,
+        }
+        if self.processor_type == CONVNEXT:
+            settings.update(size={"shortest_edge": self.height}, crop_pct=self.crop_pct)
+        else:
+            resized = self.resize_to or (self.height, self.width)
+            settings["size"] = (
+                {"shortest_edge": resized}
+                if isinstance(resized, int)
+                else {"height": resized[0], "width": resized[1]}
+            )
+            if self.crops:
+                settings.update(
+                    do_center_crop=True, crop_size={"height": self.height, "width": self.width}
+                )
+        if hasattr(processor_class, "do_flip_channel_order"):
+            settings["do_flip_channel_order"] = self.flip_channel_order
+        return processor_class(**settings)
+
+    @property
+    def crops(self) -> bool:
+        """Whether the resized image is centre-cropped (it is unless it is squashed)."""
+        return self.resize_to is not None
 
     @property
     def draft_size(self) -> tuple[int, int]:
-        return (self.width, self.height)
+        """(width, height) a JPEG may be decoded at: twice what the resize needs.
+
+        JPEG's reduced-size decoding is a cheap box filter; leaving the real resize a
+        factor of two keeps its filtering (on a photo, about 1/255 mean difference from
+        a full decode, against about 5/255 when drafting to the target size itself).
+        """
+        if isinstance(self.resize_to, int):
+            return (2 * self.resize_to, 2 * self.resize_to)
+        height, width = self.resize_to or (self.height, self.width)
+        return (2 * width, 2 * height)
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) an image of that size is resized to before the crop."""
+        if self.resize_to is None:
+            return (self.width, self.height)
+        if isinstance(self.resize_to, tuple):
+            return (self.resize_to[1], self.resize_to[0])
+        short, long = sorted((width, height))
+        new_long = int(self.resize_to * long / short)  # as transformers rounds it
+        return (self.resize_to, new_long) if width <= height else (new_long, self.resize_to)
 
     def resize(self, image: Image.Image) -> np.ndarray:
-        """One RGB image to a (height, width, 3) uint8 array."""
-        resized = image.resize((self.width, self.height), Image.Resampling.BILINEAR)
-        return np.asarray(resized, dtype=np.uint8)
+        """One RGB image to a (height, width, 3) uint8 array: resize, centre crop."""
+        target = self.resized_size(*image.size)
+        if target != image.size:
+            image = image.resize(target, Image.Resampling(self.resample))
+        if image.size != (self.width, self.height):
+            left = (image.width - self.width) // 2
+            top = (image.height - self.height) // 2
+            image = image.crop((left, top, left + self.width, top + self.height))
+        pixels = np.asarray(image, dtype=np.uint8)
+        return np.ascontiguousarray(pixels[..., ::-1]) if self.flip_channel_order else pixels
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 to normalised (B, 3, H, W) float32, as one batched operation."""
@@ -151,18 +239,82 @@ class Preprocessing:
         return self.normalize(batch)
 
 
-def _processor_size(processor) -> tuple[int, int]:
-    size = (
-        getattr(processor, "crop_size", None)
-        if getattr(processor, "do_center_crop", False)
-        else None
-    )
-    size = size or getattr(processor, "size", None) or {"height": 224, "width": 224}
-    size = dict(size) if not isinstance(size, int) else {"shortest_edge": size}
+def _processor_type(processor) -> str:
+    """The processor's class name without its backend suffix; warns where its resize is its own."""
+    custom = [
+        klass.__name__
+        for klass in type(processor).__mro__
+        if "resize" in vars(klass) and klass.__module__.startswith("transformers.models.")
+    ]
+    name = type(processor).__name__.removesuffix("Pil").removesuffix("Fast")
+    if custom and name != CONVNEXT:
+        warnings.warn(
+            f"{name} resizes its own way; visiontune applies its size/crop_size settings only",
+            stacklevel=3,
+        )
+    return name
+
+
+def _processor_policy(processor) -> tuple[Resize, tuple[int, int]]:
+    """(resize, output size) of a processor that resizes by its ``size`` then crops by ``crop_size``.
+
+    A shortest-edge resize without a crop would give batches of mixed sizes; it is
+    centre-cropped to a square of that edge instead.
+    """
+    size = _size(getattr(processor, "size", None))
     if "height" in size and "width" in size:
-        return int(size["height"]), int(size["width"])
-    edge = int(size.get("shortest_edge") or size.get("longest_edge") or 224)
-    return edge, edge
+        resize_to: Resize = (size["height"], size["width"])
+    else:
+        resize_to = size.get("shortest_edge", 224)
+    crop = _size(getattr(processor, "crop_size", None))
+    if getattr(processor, "do_center_crop", False) and "height" in crop and "width" in crop:
+        return resize_to, (crop["height"], crop["width"])
+    if isinstance(resize_to, int):
+        return resize_to, (resize_to, resize_to)
+    return None, resize_to
+
+
+def _scaled(resize_to: Resize, output: tuple[int, int], image_size: tuple[int, int]):
+    """The policy at another output size, keeping the share of the image the crop keeps."""
+    height, width = int(image_size[0]), int(image_size[1])
+    if resize_to is None:
+        return None, (height, width)
+    if isinstance(resize_to, int):
+        return _round(resize_to * height / output[0]), (height, width)
+    scaled = (_round(resize_to[0] * height / output[0]), _round(resize_to[1] * width / output[1]))
+    return scaled, (height, width)
+
+
+def _round(value: float) -> int:
+    """Half up (Python's ``round`` goes to the even neighbour)."""
+    return int(value + 0.5)
+
+
+def _convnext_policy(edge: int, crop_pct: float | None) -> Resize:
+    """ConvNeXt's rule: below 384, resize the shortest edge to edge / crop_pct, then crop."""
+    if edge >= CONVNEXT_WARP_EDGE:
+        return None
+    return int(edge / (crop_pct if crop_pct is not None else 224 / 256))
+
+
+def _size(size) -> dict[str, int]:
+    """A processor's ``size``/``crop_size`` (dict, SizeDict or int) as a plain dict."""
+    if size is None:
+        return {}
+    if isinstance(size, int):
+        return {"shortest_edge": size}
+    keys = ("height", "width", "shortest_edge", "longest_edge")
+    items = size.items() if isinstance(size, dict) else ((k, getattr(size, k, None)) for k in keys)
+    return {key: int(value) for key, value in items if key in keys and value is not None}
+
+
+def _resample(value) -> int:
+    """PIL's resampling filter, from PIL's enum/int or torchvision's InterpolationMode."""
+    if value is None:
+        return int(Image.Resampling.BILINEAR)
+    if isinstance(value, int):
+        return int(value)
+    return int(Image.Resampling[str(getattr(value, "name", value)).upper()])
 
 
 def _triple(values) -> tuple[float, float, float]:

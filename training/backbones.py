@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PIL import Image
 from transformers import (
     AutoModelForImageClassification,
     ConvNextConfig,
@@ -20,8 +21,6 @@ from transformers import (
     SwinConfig,
     ViTConfig,
 )
-
-from contract.images import Preprocessing
 
 FAMILIES = ("vit", "convnext", "resnet", "swin", "dinov2", "mobilevit")
 PRESETS = ("tiny", "small", "deit-tiny", "vit-base")
@@ -112,6 +111,41 @@ def save_random_backbone(
     model = AutoModelForImageClassification.from_config(config)
     path = Path(path)
     model.save_pretrained(path)
-    preprocessing = Preprocessing(image_size, image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    preprocessing.to_processor().save_pretrained(path)
+    family_processor(family, image_size).save_pretrained(path)
     return path
+
+
+def family_processor(family: str, image_size: int):
+    """The image processor the family's pretrained checkpoints ship, scaled to ``image_size``.
+
+    ViT squashes (bilinear, mean/std 0.5); Swin squashes (bicubic, ImageNet mean/std);
+    ConvNeXt and ResNet resize the shortest edge to size / crop_pct and crop (bicubic);
+    DINOv2 resizes the shortest edge to 256/224 of the crop and crops (bicubic);
+    MobileViT resizes to 288/256 of the crop, crops, and feeds BGR without normalising.
+    """
+    from transformers import (
+        BitImageProcessorPil,
+        ConvNextImageProcessorPil,
+        MobileViTImageProcessorPil,
+        ViTImageProcessorPil,
+    )
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    imagenet = {"image_mean": IMAGENET_DEFAULT_MEAN, "image_std": IMAGENET_DEFAULT_STD}
+    square = {"height": image_size, "width": image_size}
+    bicubic = int(Image.Resampling.BICUBIC)
+    if family in ("convnext", "resnet"):
+        return ConvNextImageProcessorPil(
+            size={"shortest_edge": image_size}, crop_pct=224 / 256, resample=bicubic, **imagenet
+        )
+    if family == "dinov2":
+        edge = round(image_size * 256 / 224)
+        return BitImageProcessorPil(
+            size={"shortest_edge": edge}, crop_size=square, resample=bicubic, **imagenet
+        )
+    if family == "mobilevit":
+        edge = round(image_size * 288 / 256)
+        return MobileViTImageProcessorPil(size={"shortest_edge": edge}, crop_size=square)
+    if family == "swin":
+        return ViTImageProcessorPil(size=square, resample=bicubic, **imagenet)
+    return ViTImageProcessorPil(size=square, image_mean=[0.5] * 3, image_std=[0.5] * 3)

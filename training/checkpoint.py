@@ -25,7 +25,7 @@ from training.config import TrainConfig
 LINK = "checkpoint"
 SLOTS = (".checkpoint-a", ".checkpoint-b")
 # Flags that may change between an interrupted run and its --resume.
-NOT_COMPARED = {"resume", "checkpoint_every"}
+NOT_COMPARED = {"resume", "checkpoint_every", "workers", "report_to"}  # how it runs
 
 
 def checkpoint_path(run_dir: Path) -> Path:

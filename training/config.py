@@ -103,7 +103,10 @@ class TrainConfig(BaseModel):
     image_column: str = Field("image", description="Image column of a Hugging Face dataset.")
     label_column: str = Field("label", description="Label column of a Hugging Face dataset.")
     image_size: int | None = Field(
-        None, ge=8, description="Square input size; default: the backbone's own."
+        None,
+        ge=8,
+        description="Square input (crop) size; default: the backbone processor's own. "
+        "A shortest-edge resize before the crop scales with it.",
     )
     val_fraction: float = Field(
         0.15, gt=0, lt=1, description="Share held out for validation when no split is given."
@@ -139,6 +142,18 @@ class TrainConfig(BaseModel):
         ge=0,
         description="Minutes between checkpoints in the run folder, so a killed run loses at most "
         "that much (0: only when stopped by Ctrl-C or SIGTERM).",
+    )
+    workers: int | None = Field(
+        None,
+        ge=0,
+        description="Loader processes decoding images when they do not fit the in-memory "
+        "cache (0: decode in the training process); default: the usable CPU cores less one, "
+        "at most 8.",
+    )
+    report_to: Literal["none", "tensorboard", "mlflow", "wandb"] = Field(
+        "none",
+        description="Track the run with this Accelerate tracker: hyperparameters, and each "
+        "epoch's losses and validation metrics (TensorBoard logs go to RUN_DIR/tensorboard).",
     )
 
     @model_validator(mode="after")

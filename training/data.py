@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -60,14 +61,15 @@ class DataSplits:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test or [])}
 
 
-def load_image(source: Any) -> Image.Image:
-    """Any example source to an RGB image."""
+def load_image(source: Any, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Any example source to an RGB image; a JPEG file is decoded at no less than
+    ``draft_size`` (width, height) when given."""
     if isinstance(source, Image.Image):
         return to_rgb(source)
     if isinstance(source, tuple):
         dataset, row, column = source
-        return _decode_hf_cell(dataset[row][column])
-    return decode_image(source)
+        return _decode_hf_cell(dataset[row][column], draft_size)
+    return decode_image(source, draft_size=draft_size)
 
 
 def load_data(config: TrainConfig) -> DataSplits:
@@ -279,15 +281,15 @@ def _hf_examples(ds, config: TrainConfig, labels: list[str]):
     return examples, bad
 
 
-def _decode_hf_cell(cell) -> Image.Image:
+def _decode_hf_cell(cell, draft_size: tuple[int, int] | None = None) -> Image.Image:
     if isinstance(cell, Image.Image):
         return to_rgb(cell)
     if not cell:
         raise ImageError("empty", "missing image")
     if cell.get("bytes"):
-        return decode_image(cell["bytes"], max_pixels=None)
+        return decode_image(cell["bytes"], max_pixels=None, draft_size=draft_size)
     if cell.get("path"):
-        return decode_image(cell["path"], max_pixels=None)
+        return decode_image(cell["path"], max_pixels=None, draft_size=draft_size)
     raise ImageError("empty", "missing image")
 
 
@@ -360,19 +362,33 @@ def _check_trainable(data: DataSplits, config: TrainConfig) -> None:
 
 
 class ImageSet(Dataset):
-    """Examples decoded and resized once: ``(H, W, 3) uint8`` tensors and label ids.
+    """Examples decoded and resized: ``(H, W, 3) uint8`` tensors and label ids.
 
-    Normalisation happens per batch on the device. Small enough sets are kept
-    decoded in memory (no augmentation, so every epoch sees the same pixels).
+    Normalisation happens per batch on the device. A set whose decoded pixels fit in
+    ``CACHE_LIMIT_BYTES`` is decoded once, up front, and kept in memory; a bigger one
+    streams: each item is decoded when asked for, by the loader's worker processes
+    (:func:`make_loader`). JPEGs are decoded at reduced size (``draft``, as the
+    service does), no smaller than twice what the resize needs; ``cache`` and
+    ``draft`` force either choice (benchmarks compare them).
     """
 
-    def __init__(self, examples: list[Example], preprocessing: Preprocessing):
+    def __init__(
+        self,
+        examples: list[Example],
+        preprocessing: Preprocessing,
+        *,
+        cache: bool | None = None,
+        draft: bool = True,
+    ):
         self.examples = examples
         self.preprocessing = preprocessing
+        self.draft_size = preprocessing.draft_size if draft else None
         self.labels = torch.tensor([label for _, label in examples], dtype=torch.long)
         size = len(examples) * preprocessing.height * preprocessing.width * 3
+        if cache is None:
+            cache = size <= CACHE_LIMIT_BYTES
         self.cache = None
-        if size <= CACHE_LIMIT_BYTES and examples:
+        if cache and examples:
             with ThreadPoolExecutor(max_workers=4) as pool:
                 self.cache = torch.from_numpy(
                     np.stack(list(pool.map(self._decode, range(len(examples)))))
@@ -381,7 +397,7 @@ class ImageSet(Dataset):
     def _decode(self, index: int) -> np.ndarray:
         source = self.examples[index][0]
         try:
-            return self.preprocessing.resize(load_image(source))
+            return self.preprocessing.resize(load_image(source, self.draft_size))
         except Exception as err:  # read fine when checked, not now (changed or removed since)
             raise DataError(f"{_describe_source(source)}: {failure_reason(err)}") from err
 
@@ -404,8 +420,38 @@ def _describe_source(source: Any) -> str:
     return str(source)
 
 
-def make_loader(dataset: ImageSet, batch_size: int, order: list[int] | None = None) -> DataLoader:
-    """Batches in a given order: the epoch's shuffle is explicit so a resumed run replays it."""
-    workers = 0 if dataset.cache is not None else 2
+def default_workers() -> int:
+    """Loader processes for a streaming set: the cores this process may use, less one
+    for the training loop itself, at most 8 (past that, decoding rarely is the limit)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores - 1))
+
+
+def make_loader(
+    dataset: ImageSet,
+    batch_size: int,
+    order: list[int] | None = None,
+    workers: int | None = None,
+) -> DataLoader:
+    """Batches in a given order: the epoch's shuffle is explicit so a resumed run replays it.
+
+    A cached set needs no workers; a streaming one decodes in ``workers`` processes
+    (default :func:`default_workers`; 0 decodes in the training process), each a few
+    batches ahead, into pinned memory when there is a GPU to copy to.
+    """
+    if dataset.cache is not None:
+        workers = 0
+    elif workers is None:
+        workers = default_workers()
     subset = Subset(dataset, order) if order is not None else dataset
-    return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    return DataLoader(
+        subset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        pin_memory=torch.cuda.is_available(),
+    )

@@ -216,13 +216,15 @@ def _lora_targets(model: nn.Module) -> list[str]:
 
 
 def _preprocessing(backbone: str, model: nn.Module, image_size: int | None) -> Preprocessing:
+    """The backbone processor's policy (at ``image_size`` when given); without a saved
+    processor, a ViT-style squash to the model's configured size (else 224)."""
     try:
         processor = AutoImageProcessor.from_pretrained(backbone)
     except (OSError, ValueError):
-        processor = None  # no processor saved: ViT-style mean/std below
-    size = (image_size, image_size) if image_size else _model_size(model)
+        processor = None
+    size = (image_size, image_size) if image_size else None
     if processor is None:
-        side = size or (224, 224)
+        side = size or _model_size(model) or (224, 224)
         return Preprocessing(side[0], side[1], (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     return Preprocessing.from_processor(processor, image_size=size)
 

@@ -21,6 +21,7 @@ from contract.savedmodel import (
     DEFAULT_MODEL_NAME,
     ModelMetadata,
 )
+from training.modelcard import CARD_FILENAME, model_card
 
 
 def save_model(
@@ -43,6 +44,8 @@ def save_model(
         model.save_pretrained(path)
         preprocessing.to_processor().save_pretrained(path)
         (path / CONFIG_FILENAME).write_text(json.dumps(metadata.training_config, indent=2))
+        card = model_card(str(bento_model.tag), metadata, preprocessing)
+        (path / CARD_FILENAME).write_text(card, encoding="utf-8")
         _check_safetensors_only(path)
     return bento_model.tag
 

@@ -33,6 +33,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from contract.images import Preprocessing
 from contract.savedmodel import ModelMetadata
+from training import tracking
 from training.augment import BatchAugmenter, warn_if_upscaled
 from training.checkpoint import (
     NOT_COMPARED,
@@ -99,6 +100,8 @@ def train(
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(config.mixed_precision),
         gradient_accumulation_steps=config.grad_accum,
+        log_with=tracking.tracker(config),
+        project_dir=tracking.tracking_dir(config),
     )
     set_seed(config.seed)
     run_dir = config.run_dir
@@ -113,7 +116,9 @@ def train(
     check_free_space(run_dir, model)
     warn_if_upscaled([source for source, _ in data.train], preprocessing, config.augment)
     train_set = ImageSet(data.train, preprocessing)
-    val_loader = make_loader(ImageSet(data.val, preprocessing), config.batch_size)
+    val_loader = make_loader(
+        ImageSet(data.val, preprocessing), config.batch_size, workers=config.workers
+    )
 
     steps_per_epoch = math.ceil(
         math.ceil(len(train_set) / (config.batch_size * accelerator.num_processes))
@@ -147,6 +152,7 @@ def train(
         best_weights, resumed_losses = load_checkpoint(accelerator, run_dir)
         stop.checkpoint = checkpoint_path(run_dir)
     timer = _Every(config.checkpoint_every)
+    tracking.start(accelerator, config)
 
     def checkpoint(losses: list[torch.Tensor]) -> Path:
         kept = [float(loss) for loss in losses]
@@ -168,6 +174,7 @@ def train(
                     train_set,
                     config.batch_size,
                     order=_epoch_order(config.seed, epoch, len(train_set)),
+                    workers=config.workers,
                 )
             )
             skip = progress["batches_done"]
@@ -223,6 +230,7 @@ def train(
                     score, candidate = getattr(ema_val.metrics, config.metric), ema.module
             progress["history"].append(row)
             accelerator.print(_epoch_line(row, config.epochs))
+            tracking.log_epoch(accelerator, row)
 
             if progress["best"] is None or score > progress["best"]:
                 progress.update(best=score, bad=0)
@@ -244,7 +252,7 @@ def train(
         raise Interrupted(stop.checkpoint)
     model = accelerator.unwrap_model(model)
     model.load_state_dict(best_weights)
-    return _finish(
+    result = _finish(
         model,
         preprocessing,
         data,
@@ -255,6 +263,8 @@ def train(
         before_save,
         stop,
     )
+    accelerator.end_training()
+    return result
 
 
 def _finish(
@@ -268,7 +278,9 @@ def _finish(
     test = None
     if data.test:
         test_loader = accelerator.prepare_data_loader(
-            make_loader(ImageSet(data.test, preprocessing), config.batch_size)
+            make_loader(
+                ImageSet(data.test, preprocessing), config.batch_size, workers=config.workers
+            )
         )
         test_logits, test_labels = collect_logits(model, test_loader, preprocessing, accelerator)
         test = evaluate_logits(test_logits, test_labels, data.labels, temperature)
