@@ -3,8 +3,10 @@
 BentoML parses a request through the API's input spec before the API runs. The
 specs here override that parsing (``from_http_request``): nothing is fetched,
 written to disk or guessed; the media type, the field names, the number of images
-and ``top_k`` are checked; then the images are decoded and resized in a worker
-thread (``ImageClassifier.decode``). So what reaches the batchable API, and
+and ``top_k`` are checked (a JSON body's shape on its bytes, then the parse, in a
+worker thread); then the images are decoded and resized in a worker thread
+(``ImageClassifier.decode``, ``decode_images``: every header and the request's
+pixel budget before any pixel). So what reaches the batchable API, and
 BentoML's batching dispatcher, is a list of model-size images, each carrying the
 ``top_k`` its request asked for, and a bad image never gets that far.
 
@@ -13,8 +15,9 @@ describe) is a separate model, ``ImageFilesForm`` or ``Base64Body``.
 
 Rejections are raised as a pydantic ``ValidationError``, which BentoML answers
 with a 400 and ``{"error": ..., "detail": [{"type": REASON, "loc": [...], "msg": ...}]}``;
-``BodyLimit`` answers too large a body with a 413 of the same shape before it is read.
-Each rejection counts in ``visiontune_rejected_inputs_total{reason}``.
+``BodyLimit`` answers too large a body with a 413 of the same shape before it is read,
+and turns a client's leaving mid-upload into a 499. Each rejection counts in
+``visiontune_rejected_inputs_total{reason}``; an answer names at most ten problems.
 """
 
 from __future__ import annotations

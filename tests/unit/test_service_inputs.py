@@ -31,7 +31,7 @@ from service.inputs import (
     parse_json_body,
     reject,
 )
-from service.settings import Settings
+from service.settings import Settings, settings
 
 
 def test_decode_base64_accepts_data_urls_and_line_breaks():
@@ -244,3 +244,7 @@ def test_headers_are_checked_before_any_image_is_decoded(monkeypatch):
         (("images", 0), "empty"),
         (("images", 2), "too_many_pixels"),
     }, "a header problem stops the request before anything is decoded"
+
+
+def test_pillow_refuses_what_the_service_refuses():
+    assert settings.max_pixels == Image.MAX_IMAGE_PIXELS
