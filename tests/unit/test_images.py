@@ -4,6 +4,7 @@ equals the transformers processor it saves."""
 from __future__ import annotations
 
 import io
+import struct
 import time
 import tracemalloc
 
@@ -301,3 +302,12 @@ def test_a_shrunk_palette_image_keeps_its_colours():
     decoded = decode_image(encode(image, "GIF"), draft_size=(100, 100))
     assert decoded.size == (225, 225)
     assert decoded.getpixel((10, 10)) == (200, 30, 40)
+
+
+def test_a_gif_frame_larger_than_its_screen_is_what_counts():
+    data = bytearray(encode(Image.new("P", (10, 10)), "GIF"))
+    descriptor = data.index(b"\x2c")  # the first frame's image descriptor
+    data[descriptor + 5 : descriptor + 9] = struct.pack("<HH", 3000, 2000)
+    with pytest.raises(ImageError) as err:
+        decode_image(bytes(data), max_pixels=1_000_000)
+    assert err.value.reason == "too_many_pixels"
