@@ -1,5 +1,17 @@
 """Image decoding and preprocessing, identical for training and serving.
 
+Decoding accepts the formats of ``FORMATS`` only (JPEG, PNG, WebP, GIF, BMP,
+TIFF), each read by a decoder written in C: any other file is refused as
+``unsupported_format`` before a decoder runs. That keeps out the plugins that
+decode in Python under the GIL (QOI, FITS, run-length BMP...), call external
+programs (EPS runs Ghostscript) or decode a whole embedded image while opening
+(ICO, whose PNG icons can be of any size). Only the first frame of an animated
+GIF, WebP or PNG and the first page of a TIFF is decoded, so only its size is
+checked and only its pixels are paid for. The size is checked on the header,
+before any pixel is decoded; then the image is shrunk as early as possible
+(JPEG's DCT scaling, ``Image.reduce`` otherwise) to what the model needs, and
+high bit depths go to 8 bits with integer shifts, never through float copies.
+
 Preprocessing is the backbone processor's own policy (squash to a size, or resize
 the shortest edge and centre-crop; its resampling filter), then rescale and
 normalise with mean/std: exactly what the saved processor config describes, so the
@@ -11,15 +23,22 @@ batch as one tensor operation.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
-DEFAULT_MAX_PIXELS = 40_000_000
+# A 24 Mpx camera photo (6000x4000) passes; the model sees a few hundred pixels a side.
+DEFAULT_MAX_PIXELS = 25_000_000
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# Errors Pillow's plugins raise on corrupt data (besides OSError and ValueError).
+_DECODER_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError)
+# Modes Image.reduce averages correctly; others (palettes, 16 bits) are converted first.
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
 
 
 class ImageError(ValueError):
@@ -38,45 +57,70 @@ def decode_image(
 ) -> Image.Image:
     """Decode bytes or a file into an RGB image, honouring EXIF orientation.
 
-    The pixel limit is checked on the header, before the pixels are decoded, so a
-    decompression bomb costs nothing. ``draft_size`` (width, height) lets JPEG
-    decoding skip detail that resizing would throw away.
+    ``draft_size`` (width, height) is what the caller will resize to: the image
+    is shrunk towards it while it is decoded (a JPEG by its DCT scaling, to no less
+    than that size; the others by ``Image.reduce``, to no less than twice it).
     """
+    return load_image(open_image(source, max_pixels=max_pixels), draft_size=draft_size)
+
+
+def open_image(
+    source: bytes | str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """Read the header only: format allowed, decoder in C, no more than ``max_pixels``."""
     data = Path(source).read_bytes() if isinstance(source, str | Path) else source
     if not data:
         raise ImageError("empty", "empty file (0 bytes)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
         except Image.DecompressionBombError as err:
-            raise ImageError("too_many_pixels", str(err)) from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            raise ImageError("too_many_pixels", f"too many pixels: {err}") from None
+        except UnidentifiedImageError:
+            raise _unrecognised(data) from None
+        except _DECODER_ERRORS:
             raise ImageError("not_an_image", "not a recognised image format") from None
-        width, height = image.size
-        if max_pixels is not None and width * height > max_pixels:
-            raise ImageError(
-                "too_many_pixels",
-                f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}",
-            )
-        if draft_size is not None and image.format == "JPEG":
-            image.draft("RGB", draft_size)
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError) as err:
-            raise ImageError("truncated", f"image data is truncated or corrupt ({err})") from None
-    return to_rgb(ImageOps.exif_transpose(image))
+    python_decoders = [tile.codec_name for tile in image.tile if tile.codec_name in Image.DECODERS]
+    if python_decoders:
+        raise ImageError(
+            "unsupported_format",
+            f"{image.format} with {python_decoders[0]} encoding is not accepted; "
+            f"accepted: {', '.join(FORMATS)} (BMP uncompressed)",
+        )
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(
+            "too_many_pixels",
+            f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}",
+        )
+    return image
+
+
+def load_image(image: Image.Image, *, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode the pixels of an ``open_image``, shrunk towards ``draft_size``, as RGB."""
+    if draft_size is not None and isinstance(image, JpegImagePlugin.JpegImageFile):
+        image.draft("RGB", draft_size)
+    try:
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+    except _DECODER_ERRORS as err:
+        raise ImageError("truncated", f"image data is truncated or corrupt ({err})") from None
+    except Exception as err:  # a plugin failing on hostile bytes in a way of its own
+        raise ImageError(
+            "undecodable", f"the image decoder failed ({type(err).__name__})"
+        ) from None
+    image = _eight_bit(image)
+    if draft_size is not None:
+        image = _shrink(image, draft_size)
+    return to_rgb(image)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode to RGB: alpha is composited on white, 16/32-bit depth is scaled down."""
+    image = _eight_bit(image)
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        scale = 65535.0 if image.mode.startswith("I") and array.max(initial=0) > 255 else 255.0
-        array = np.clip(array / scale * 255.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(array, mode="L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
@@ -84,6 +128,49 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16- and 32-bit greyscale to 8-bit ("L"), decided by the mode, never by the values.
+
+    ``I;16*`` keeps its high byte (65535 is white, a dark image stays dark); ``I``
+    is read as 16-bit data, as 16-bit PNG and TIFF files decode to (clipped to
+    0..65535); ``F`` is clipped to 0..255, as Pillow converts it. Pillow's integer
+    point operation does it in C, with no float or numpy copy of the pixels.
+    """
+    if image.mode == "F":
+        return image.convert("L")
+    if image.mode.startswith("I;16") and image.mode != "I;16":  # other byte orders
+        image = image.convert("I")
+    if image.mode in ("I", "I;16"):
+        return image.point(lambda value: value / 256).convert("L")
+    return image
+
+
+def _shrink(image: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """Box-reduce by an integer factor while the image stays at least twice ``target``
+    (either way round, as EXIF may have turned it): resizing from there loses nothing."""
+    factor = min(image.size) // (2 * max(target))
+    if factor < 2:
+        return image
+    if image.mode not in _REDUCIBLE:
+        image = to_rgb(image)
+    return image.reduce(factor)
+
+
+def _unrecognised(data: bytes) -> ImageError:
+    """``unsupported_format`` naming a format Pillow knows by its signature, else ``not_an_image``.
+
+    Only the plugins' signature checks run (on the first 16 bytes): no decoder.
+    """
+    known = [name for name in Image.OPEN if name not in FORMATS and _signature(name, data[:16])]
+    if known:
+        return ImageError(
+            "unsupported_format",
+            f"unsupported image format (the signature of {known[0]}); "
+            f"accepted: {', '.join(FORMATS)}",
+        )
+    return ImageError("not_an_image", "not a recognised image format")
 
 
 CONVNEXT = "ConvNextImageProcessor"
@@ -320,3 +407,12 @@ def _resample(value) -> int:
 def _triple(values) -> tuple[float, float, float]:
     values = [float(v) for v in (values if isinstance(values, list | tuple) else [values] * 3)]
     return (values[0], values[1], values[2])
+
+
+def _signature(name: str, prefix: bytes) -> bool:
+    accept = Image.OPEN[name][1]
+    try:
+        result = accept is not None and accept(prefix)
+    except _DECODER_ERRORS:
+        return False
+    return bool(result) and not isinstance(result, str)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import PurePath
 from typing import Annotated
 
 import bentoml
@@ -27,20 +28,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from contract.images import ImageError, decode_image
 from contract.predictor import Predictor
 from contract.savedmodel import MODEL_ENV, ModelMetadata
 from contract.stages import StageError, resolve, stage_of
 from service import batching, logs
-from service.inputs import (
-    Base64Images,
-    BodyLimit,
-    Decoded,
-    ImageFiles,
-    InputError,
-    decode_base64,
-    reject,
-)
+from service.auth import BearerAuth, configured_token
+from service.inputs import Base64Images, BodyLimit, Decoded, ImageFiles, decode_images
 from service.metrics import PredictionMetrics
 from service.settings import settings
 
@@ -97,7 +90,7 @@ class ImageClassifier:
         self.preprocessing = self.predictor.preprocessing
         self.metrics = PredictionMetrics(
             tag=self.tag,
-            backbone=self.metadata.backbone,
+            backbone=public_name(self.metadata.backbone),
             labels=self.labels,
             training_distribution=list(self.metadata.label_distribution.values()),
             low_confidence=settings.low_confidence,
@@ -108,7 +101,7 @@ class ImageClassifier:
             "stage": stage_of(stored.tag).value,
             "requested": settings.model,
             "created": stored.info.creation_time.isoformat(),
-            **self.metadata.model_dump(mode="json"),
+            **public_metadata(self.metadata),
             "serving": {
                 "device": str(self.predictor.device),
                 "precision": self.predictor.precision,
@@ -150,23 +143,7 @@ class ImageClassifier:
         Blocking: runs in a worker thread. Every bad image is named in one 400.
         """
         started = time.perf_counter()
-        arrays, errors = [], []
-        for index, image in enumerate(images):
-            try:
-                data = decode_base64(image, index) if isinstance(image, str) else image
-                decoded = decode_image(
-                    data, max_pixels=settings.max_pixels, draft_size=self.preprocessing.draft_size
-                )
-                arrays.append(self.preprocessing.resize(decoded))
-            except InputError as err:
-                errors.append(err)
-            except ImageError as err:
-                errors.append(InputError(err.reason, str(err), ("images", index)))
-            except Exception as err:  # a decoder failing on hostile bytes is still bad input
-                message = f"the image decoder failed ({type(err).__name__})"
-                errors.append(InputError("undecodable", message, ("images", index)))
-        if errors:
-            raise reject(errors)
+        arrays = decode_images(images, self.preprocessing)
         self.metrics.collectors.preprocess_seconds.observe(time.perf_counter() - started)
         return arrays
 
@@ -200,7 +177,34 @@ class ImageClassifier:
         return self.predict(images)
 
 
+# The first added is the outermost: a request without the token is refused before its body is read.
+ImageClassifier.add_asgi_middleware(BearerAuth, token=configured_token(settings))
 ImageClassifier.add_asgi_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+
+def public_metadata(metadata: ModelMetadata) -> dict:
+    """The metadata for ``/model``, without the paths of the machine that trained it (data
+    and output folders, skipped files, a backbone loaded from a folder): the run
+    report keeps them."""
+    described = metadata.model_dump(mode="json")
+    described["backbone"] = public_name(metadata.backbone)
+    config = {
+        key: value
+        for key, value in metadata.training_config.items()
+        if key not in ("output_dir", "skipped_files")
+    }
+    for key in ("data", "backbone"):
+        if isinstance(config.get(key), str):
+            config[key] = public_name(config[key])
+    described["training_config"] = config
+    return described
+
+
+def public_name(source: str) -> str:
+    """A hub id or dataset name as is; a local path as ``local folder NAME`` (its last part)."""
+    if source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source:
+        return f"local folder {PurePath(source).name}"
+    return source
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:

@@ -3,8 +3,10 @@
 BentoML parses a request through the API's input spec before the API runs. The
 specs here override that parsing (``from_http_request``): nothing is fetched,
 written to disk or guessed; the media type, the field names, the number of images
-and ``top_k`` are checked; then the images are decoded and resized in a worker
-thread (``ImageClassifier.decode``). So what reaches the batchable API, and
+and ``top_k`` are checked (a JSON body's shape on its bytes, then the parse, in a
+worker thread); then the images are decoded and resized in a worker thread
+(``ImageClassifier.decode``, ``decode_images``: every header and the request's
+pixel budget before any pixel). So what reaches the batchable API, and
 BentoML's batching dispatcher, is a list of model-size images, each carrying the
 ``top_k`` its request asked for, and a bad image never gets that far.
 
@@ -13,8 +15,9 @@ describe) is a separate model, ``ImageFilesForm`` or ``Base64Body``.
 
 Rejections are raised as a pydantic ``ValidationError``, which BentoML answers
 with a 400 and ``{"error": ..., "detail": [{"type": REASON, "loc": [...], "msg": ...}]}``;
-``BodyLimit`` answers too large a body with a 413 of the same shape before it is read.
-Each rejection counts in ``visiontune_rejected_inputs_total{reason}``.
+``BodyLimit`` answers too large a body with a 413 of the same shape before it is read,
+and turns a client's leaving mid-upload into a 499. Each rejection counts in
+``visiontune_rejected_inputs_total{reason}``; an answer names at most ten problems.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, NamedTuple
@@ -29,6 +33,7 @@ from typing import Annotated, Any, ClassVar, NamedTuple
 import anyio
 import bentoml
 import numpy as np
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from starlette.datastructures import FormData, UploadFile
@@ -36,8 +41,18 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
+from contract.images import ImageError, Preprocessing, load_image, open_image
 from service import metrics
 from service.settings import settings
+
+logger = logging.getLogger("bentoml.visiontune")
+# Pillow's own decompression-bomb guard, for any code path that opens an image.
+Image.MAX_IMAGE_PIXELS = settings.max_pixels
+
+MAX_PROBLEMS = 10  # named in one answer
+# A JSON request is {"images": [base64, ...], "top_k": k}: one object, one array, one
+# string per key or image. Bodies far past that are refused on a count of their bytes.
+MAX_JSON_CONTAINERS = 8
 
 TopK = Annotated[int, Field(ge=1, description="Labels returned per image, best first.")]
 _TOP_K = TypeAdapter(TopK)
@@ -65,10 +80,18 @@ class InputError(ValueError):
 
 
 def reject(errors: Iterable[InputError]) -> ValidationError:
-    """Count the rejection and build the exception BentoML turns into a 400."""
+    """Count the rejection and build the exception BentoML turns into a 400.
+
+    The answer names at most ``MAX_PROBLEMS`` problems; the last one says how many more
+    there were.
+    """
     errors = list(errors)
     for reason in {error.reason for error in errors}:
         metrics.rejected_inputs().labels(reason=reason).inc()
+    if len(errors) > MAX_PROBLEMS:
+        last = errors[MAX_PROBLEMS - 1]
+        more = f"{last.message} (and {len(errors) - MAX_PROBLEMS} more problems not listed)"
+        errors = [*errors[: MAX_PROBLEMS - 1], InputError(last.reason, more, last.loc)]
     details: list[InitErrorDetails] = [
         {"type": PydanticCustomError(e.reason, e.message), "loc": e.loc, "input": None}
         for e in errors
@@ -148,11 +171,30 @@ class Base64Images(DecodedImages):
     @classmethod
     async def from_http_request(cls, request: Request, serde: Any) -> Base64Images:
         _expect_media_type(request, "application/json", "a JSON object")
-        try:
-            body = Base64Body.model_validate_json(await request.body())
-        except ValidationError as err:
-            raise reject(from_pydantic(err)) from None
+        body = await anyio.to_thread.run_sync(parse_json_body, await request.body())
         return cls.model_construct(images=await _decode(body.images, body.top_k))
+
+
+def parse_json_body(body: bytes) -> Base64Body:
+    """Validate a JSON request (blocking: runs in a worker thread, not on the event loop).
+
+    Before the parser runs, the body's quotes and brackets are counted: a body with
+    far more strings or nesting than a request can have is refused in milliseconds,
+    however many keys it holds.
+    """
+    strings, containers = body.count(b'"') // 2, body.count(b"{") + body.count(b"[")
+    max_strings = 2 * (settings.max_images + 2)  # twice what a request can hold
+    if strings > max_strings or containers > MAX_JSON_CONTAINERS:
+        message = (
+            f"the JSON body holds {strings} strings and {containers} objects or arrays; a "
+            f'request, {{"images": [base64, ...], "top_k": k}}, holds at most '
+            f"{max_strings} and {MAX_JSON_CONTAINERS}"
+        )
+        raise reject([InputError("json_too_complex", message)])
+    try:
+        return Base64Body.model_validate_json(body)
+    except ValidationError as err:
+        raise reject(from_pydantic(err)) from None
 
 
 async def _decode(images: list[bytes] | list[str], top_k: int) -> list[Decoded]:
@@ -160,6 +202,51 @@ async def _decode(images: list[bytes] | list[str], top_k: int) -> list[Decoded]:
     service = bentoml.get_current_service()
     arrays = await anyio.to_thread.run_sync(service.decode, images)
     return [Decoded(array, top_k) for array in arrays]
+
+
+def decode_images(
+    images: list[bytes] | list[str], preprocessing: Preprocessing
+) -> list[np.ndarray]:
+    """Image files (bytes, or base64 text) to model-size (height, width, 3) uint8 arrays.
+
+    Blocking: runs in a worker thread. Every header is read first: the problems found
+    there (and a request over ``VISIONTUNE_MAX_REQUEST_PIXELS``) are named in one 400
+    before any pixel is decoded; then the problems of decoding are named in one 400.
+    """
+    opened, errors = [], []
+    for index, image in enumerate(images):
+        try:
+            data = decode_base64(image, index) if isinstance(image, str) else image
+            opened.append(open_image(data, max_pixels=settings.max_pixels))
+        except InputError as err:
+            errors.append(err)
+        except ImageError as err:
+            errors.append(InputError(err.reason, str(err), ("images", index)))
+    if errors:
+        raise reject(errors)
+    _check_request_pixels(opened)
+    arrays = []
+    for index, image in enumerate(opened):
+        try:
+            arrays.append(
+                preprocessing.resize(load_image(image, draft_size=preprocessing.draft_size))
+            )
+        except ImageError as err:
+            errors.append(InputError(err.reason, str(err), ("images", index)))
+    if errors:
+        raise reject(errors)
+    return arrays
+
+
+def _check_request_pixels(images: list[Image.Image]) -> None:
+    total = sum(image.width * image.height for image in images)
+    if total > settings.max_request_pixels:
+        message = (
+            f"the images hold {total} pixels together, over the limit of "
+            f"{settings.max_request_pixels} per request (VISIONTUNE_MAX_REQUEST_PIXELS): "
+            "send them in several requests"
+        )
+        raise reject([InputError("too_many_pixels_in_request", message, ("images",))])
 
 
 def decode_base64(text: str, index: int) -> bytes:
@@ -175,11 +262,16 @@ def decode_base64(text: str, index: int) -> bytes:
 
 
 class BodyLimit:
-    """ASGI middleware: a body over ``max_bytes`` gets a 413 before anything parses it.
+    """ASGI middleware: a body over ``max_bytes`` gets a 413 before anything parses it,
+    and a client that leaves mid-upload is a 499 logged in one INFO line.
 
     A body without Content-Length (chunked) is buffered up to the limit; a rejected
     body is drained (up to four times the limit) so the client reads the answer
-    instead of a reset connection.
+    instead of a reset connection. A disconnect before the last chunk never passes
+    for the end of the body: the request is dropped, and whatever the app answers
+    (an error, as Starlette raises ``ClientDisconnect``) goes out as status 499, so
+    the access log and BentoML's request metrics count the client's leaving, not a
+    server error.
     """
 
     def __init__(self, app, max_bytes: int):
@@ -189,18 +281,24 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
+        upload = Upload(receive)
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit():
-            if int(declared) <= self.max_bytes:
-                return await self.app(scope, receive, send)
-            more = True
+        if declared.isdigit() and int(declared) <= self.max_bytes:
+            await self.app(scope, upload.receive, upload.answer(send))
+        elif not declared.isdigit() and await upload.read(self.max_bytes):
+            await self.app(scope, upload.replay(), upload.answer(send))
         else:
-            body, more = await _read(receive, self.max_bytes + 1)
-            if not more and len(body) <= self.max_bytes:
-                return await self.app(scope, _replay(body, receive), send)
-        if more:
-            await _drain(receive, 4 * self.max_bytes)
-        await self._too_large(send)
+            await upload.drain(4 * self.max_bytes)
+            if not upload.abandoned:
+                await self._too_large(send)
+        if upload.abandoned:
+            await upload.answer(send)({"type": "http.response.start", "status": 499})
+            logger.info(
+                "%s %s: the client disconnected after sending %d bytes of its body (499)",
+                scope["method"],
+                scope["path"],
+                upload.received,
+            )
 
     async def _too_large(self, send) -> None:
         message = f"request body exceeds {self.max_bytes} bytes"
@@ -211,6 +309,67 @@ class BodyLimit:
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+class Upload:
+    """A request body as it arrives: how much came, whether it was complete, or whether
+    the client disconnected first (``abandoned``)."""
+
+    def __init__(self, receive):
+        self._receive = receive
+        self.chunks: list[bytes] = []
+        self.received = 0
+        self.complete = False
+        self.abandoned = False
+        self.answered = False
+
+    async def receive(self):
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            self.complete = not message.get("more_body", False)
+        elif message["type"] == "http.disconnect" and not self.complete:
+            self.abandoned = True
+        return message
+
+    async def read(self, max_bytes: int) -> bool:
+        """Buffer the body until it ends, passes ``max_bytes`` or is abandoned; whether
+        all of it arrived within ``max_bytes``."""
+        while not (self.complete or self.abandoned) and self.received <= max_bytes:
+            message = await self.receive()
+            self.chunks.append(message.get("body", b""))
+        return self.complete and self.received <= max_bytes
+
+    async def drain(self, limit: int) -> None:
+        while not (self.complete or self.abandoned) and self.received < limit:
+            await self.receive()
+
+    def replay(self):
+        """The ``receive`` of a request whose body was already read."""
+        body, sent = b"".join(self.chunks), False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await self.receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
+
+    def answer(self, send):
+        """``send``, but once the client has left only one response start, with status 499."""
+
+        async def answer(message):
+            if not self.abandoned:
+                self.answered = self.answered or message["type"] == "http.response.start"
+                return await send(message)
+            if message["type"] == "http.response.start" and not self.answered:
+                self.answered = True
+                await send({"type": "http.response.start", "status": 499, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+
+        return answer
 
 
 def _expect_media_type(request: Request, media_type: str, what: str) -> None:
@@ -253,40 +412,3 @@ def _check_form(form: FormData) -> int:
     if errors:
         raise reject(errors)
     return top_k
-
-
-async def _read(receive, limit: int) -> tuple[bytes, bool]:
-    """Read the body until it ends or passes ``limit`` bytes; says whether more is left."""
-    chunks, size, more = [], 0, True
-    while more and size < limit:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        size += len(chunks[-1])
-        more = message.get("more_body", False)
-    return b"".join(chunks), more and size >= limit
-
-
-async def _drain(receive, limit: int) -> None:
-    size, more = 0, True
-    while more and size < limit:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        size += len(message.get("body", b""))
-        more = message.get("more_body", False)
-
-
-def _replay(body: bytes, receive):
-    """The ``receive`` of a request whose body was already read."""
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay

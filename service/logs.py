@@ -1,11 +1,13 @@
-"""A rejected request is logged in one line at INFO, not as an ERROR with a traceback.
+"""A rejected request is logged in one short INFO line, not as an ERROR with a traceback.
 
 BentoML logs every exception an API raises through ``log_exception``: at ERROR,
 with the traceback. A rejected input (``service.inputs`` raises a pydantic
 ``ValidationError``, which BentoML answers with a 400) is the client's mistake and
 is already counted in ``visiontune_rejected_inputs_total``; logged as errors, a
-stream of bad requests would bury the real ones. Every other exception keeps
-BentoML's treatment.
+stream of bad requests would bury the real ones. A client that disconnects
+mid-upload makes Starlette raise ``ClientDisconnect``: ``service.inputs.BodyLimit``
+logs that as a 499 line already, so BentoML's record of it is dropped. Every other
+exception keeps BentoML's treatment.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from __future__ import annotations
 import logging
 
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 BENTOML_EXCEPTION_LOGGER = "bentoml._internal.server.http_app"
+MAX_LINE = 600  # characters of a rejection's line; the answer names the problems in full
 
 
 class RejectedInputRecords(logging.Filter):
@@ -22,12 +26,15 @@ class RejectedInputRecords(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ClientDisconnect):
+            return False
         if isinstance(error, ValidationError):
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['type']} ({e['msg']})"
                 for e in error.errors(include_input=False)
             )
-            record.msg = f"{record.getMessage()} answered 400: {problems}"
+            line = f"{record.getMessage()} answered 400: {problems}"
+            record.msg = line if len(line) <= MAX_LINE else line[: MAX_LINE - 3] + "..."
             record.args = None
             record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
             record.exc_info = record.exc_text = None

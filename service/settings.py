@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from contract.images import DEFAULT_MAX_PIXELS
 from contract.savedmodel import DEFAULT_MODEL_TAG
@@ -50,7 +50,22 @@ class Settings(BaseModel):
         ge=1,
         description="Largest width x height accepted, checked before decoding.",
     )
+    max_request_pixels: int = Field(
+        100_000_000,
+        ge=1,
+        description="Most pixels (width x height, summed over its images) one request may ask "
+        "to decode, checked on the headers before decoding.",
+    )
     max_body_mb: float = Field(32, gt=0, description="Largest request body in MiB.")
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token the inference endpoints and /model require; unset: no auth.",
+    )
+    api_token_file: Path | None = Field(
+        None,
+        description="File holding the bearer token (a mounted Kubernetes Secret); a file that "
+        "does not exist leaves auth off, with a warning in the log.",
+    )
     top_k: int = Field(
         5, ge=1, description="Labels per image in the answer unless the request says."
     )
@@ -71,6 +86,20 @@ class Settings(BaseModel):
     threads: int | None = Field(
         None, ge=1, description="Torch CPU threads per worker; default: the CPUs shared by workers."
     )
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.max_request_pixels < self.max_pixels:
+            raise ValueError(
+                f"{PREFIX}MAX_REQUEST_PIXELS ({self.max_request_pixels}) is below "
+                f"{PREFIX}MAX_PIXELS ({self.max_pixels}): one image could never pass; "
+                "raise the first or lower the second"
+            )
+        if self.api_token is not None and self.api_token_file is not None:
+            raise ValueError(f"{PREFIX}API_TOKEN and {PREFIX}API_TOKEN_FILE are both set: keep one")
+        if self.api_token is not None and not self.api_token.get_secret_value().strip():
+            raise ValueError(f"{PREFIX}API_TOKEN is empty: unset it to turn auth off")
+        return self
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

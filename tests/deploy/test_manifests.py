@@ -150,10 +150,47 @@ def test_deployment_is_hardened_and_probed(overlay):
 def test_bentoml_writes_only_to_the_tmp_volume(overlay):
     spec = container(overlay)
     env = {e["name"]: e["value"] for e in spec["env"]}
-    (mount,) = spec["volumeMounts"]
-    assert mount["mountPath"] == "/tmp"
+    (writable,) = [m for m in spec["volumeMounts"] if not m.get("readOnly")]
+    assert writable["mountPath"] == "/tmp"
     for name in ("BENTOML_HOME", "XDG_CACHE_HOME", "MPLCONFIGDIR"):
         assert env[name].startswith("/tmp/")
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "cpu"])
+def test_the_api_token_comes_from_an_optional_secret_file(overlay):
+    spec = container(overlay)
+    env = {e["name"]: e["value"] for e in spec["env"]}
+    (mount,) = [m for m in spec["volumeMounts"] if m["name"] == "api-token"]
+    assert mount["readOnly"] is True
+    assert env["VISIONTUNE_API_TOKEN_FILE"] == mount["mountPath"] + "/token"
+    assert "VISIONTUNE_API_TOKEN" not in env  # a file, not a variable others can read
+    pod = one(overlay, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "api-token"]
+    assert volume["secret"] == {
+        "secretName": "visiontune-api-token",
+        "optional": True,
+        "defaultMode": 0o440,
+    }
+
+
+def test_the_local_overlay_runs_without_a_token():
+    spec = container("local")
+    assert "VISIONTUNE_API_TOKEN_FILE" not in {e["name"] for e in spec["env"]}
+    pod = one("local", "Deployment")["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "cpu"])
+def test_only_the_ingress_controller_and_monitoring_reach_the_pods(overlay):
+    policy = one(overlay, "NetworkPolicy")["spec"]
+    (rule,) = policy["ingress"]
+    sources = {
+        s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in rule["from"]
+    }
+    assert sources == {"ingress-nginx", "monitoring"}
+    assert all(set(s) == {"namespaceSelector"} for s in rule["from"])
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
 
 
 def test_gpu_overlay_takes_one_gpu_on_gpu_nodes():

@@ -32,3 +32,18 @@ def server(digits_model, tmp_path_factory):
     env = {"VISIONTUNE_MODEL": digits_model, **LIMITS}
     with serving(tmp_path_factory.mktemp("home"), env) as running:
         yield running
+
+
+API_TOKEN = "test-token-0123456789"
+
+
+@pytest.fixture(scope="session")
+def guarded_server(digits_model, tmp_path_factory):
+    """The default input limits, and bearer auth on (the token read from a file)."""
+    home = tmp_path_factory.mktemp("guarded-home")
+    token = home / "token"
+    token.write_text(API_TOKEN + "\n")
+    env = {"VISIONTUNE_MODEL": digits_model, "VISIONTUNE_API_TOKEN_FILE": str(token)}
+    with serving(home, env) as running:
+        running.client.headers["authorization"] = f"Bearer {API_TOKEN}"
+        yield running

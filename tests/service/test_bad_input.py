@@ -9,6 +9,7 @@ import time
 import pytest
 from PIL import Image
 
+from tests.support.images import ico_holding, rle8_bmp
 from tests.support.servers import total
 
 
@@ -79,6 +80,9 @@ CASES = {
     "no_multipart_boundary": lambda s: s.client.post(
         "/classify", content=b"--x\r\n", headers={"content-type": "multipart/form-data"}
     ),
+    "ico": lambda s: post_files(s, ico_holding(png())),
+    "rle_bmp": lambda s: post_files(s, rle8_bmp()),
+    "json_with_many_keys": lambda s: post_json(s, {f"key{i}": 1 for i in range(1000)}),
 }
 
 EXPECTED = {
@@ -103,6 +107,9 @@ EXPECTED = {
     "zero_top_k": (400, "invalid_value"),
     "text_top_k": (400, "invalid_value"),
     "no_multipart_boundary": (400, "malformed_multipart"),
+    "ico": (400, "unsupported_format"),
+    "rle_bmp": (400, "unsupported_format"),
+    "json_with_many_keys": (400, "json_too_complex"),
 }
 
 
@@ -127,15 +134,20 @@ def test_bad_input_is_refused_and_named(server, digit_files, case):
 
 
 def test_every_bad_image_in_a_request_is_named(server, digit_files):
+    """Headers first (nothing is decoded while one is wrong), then the pixels."""
     good = digit_files["2"][0].read_bytes()
-    response = post_files(server, good, b"", noisy_png()[:2000], good, png((2000, 2000)))
+    cut = noisy_png()[:2000]
+    response = post_files(server, good, b"", cut, good, png((2000, 2000)), ico_holding(good))
     assert response.status_code == 400
     named = {tuple(p["loc"]): p["type"] for p in response.json()["detail"]}
     assert named == {
         ("images", 1): "empty",
-        ("images", 2): "truncated",
         ("images", 4): "too_many_pixels",
+        ("images", 5): "unsupported_format",
     }
+    response = post_files(server, good, cut, good, cut)
+    named = {tuple(p["loc"]): p["type"] for p in response.json()["detail"]}
+    assert named == {("images", 1): "truncated", ("images", 3): "truncated"}
 
 
 def test_no_request_ended_in_a_server_error(server):

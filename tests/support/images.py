@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import random
+import struct
+import zlib
 from functools import cache
 from pathlib import Path
 
@@ -88,3 +90,69 @@ def add_bad_files(folder: Path) -> list[Path]:
         path.write_bytes(data)
         paths.append(path)
     return paths
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def blank_png(width: int, height: int, bit_depth: int = 16) -> bytes:
+    """A black greyscale PNG of any size, compressed row by row (small on the wire and in
+    memory however many pixels it declares: what a hostile client sends)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
+    row = b"\0" * (1 + width * bit_depth // 8)
+    compressor = zlib.compressobj(9)
+    stream = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
+    )
+
+
+def ico_holding(png: bytes) -> bytes:
+    """An ICO file whose one icon is ``png`` (ICO icons may be PNG files of any size)."""
+    header = struct.pack("<HHH", 0, 1, 1)
+    entry = struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(png), 6 + 16)
+    return header + entry + png
+
+
+def many_page_tiff(pages: int, size: tuple[int, int]) -> bytes:
+    """A TIFF of ``pages`` blank bilevel pages, every page's directory pointing at the same
+    deflated strip: thousands of pages of any size in a few hundred kilobytes."""
+    width, height = size
+    strip = zlib.compress(b"\0" * ((width + 7) // 8 * height), 9)
+    entry_count, first_ifd = 9, 8 + len(strip)
+    ifd_size = 2 + 12 * entry_count + 4
+    directories = []
+    for page in range(pages):
+        following = first_ifd + (page + 1) * ifd_size if page + 1 < pages else 0
+        entries = [
+            (256, 4, width),  # ImageWidth, LONG
+            (257, 4, height),  # ImageLength
+            (258, 3, 1),  # BitsPerSample, SHORT
+            (259, 3, 8),  # Compression: deflate
+            (262, 3, 1),  # PhotometricInterpretation: black is zero
+            (273, 4, 8),  # StripOffsets: the one shared strip
+            (277, 3, 1),  # SamplesPerPixel
+            (278, 4, height),  # RowsPerStrip
+            (279, 4, len(strip)),  # StripByteCounts
+        ]
+        packed = b"".join(struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in entries)
+        directories.append(struct.pack("<H", entry_count) + packed + struct.pack("<I", following))
+    return b"II*\0" + struct.pack("<I", first_ifd) + strip + b"".join(directories)
+
+
+def rle8_bmp(width: int = 4, height: int = 2) -> bytes:
+    """A run-length encoded 8-bit BMP (Pillow decodes these in Python, not C)."""
+    rows = b"".join(bytes([width, 1]) + b"\0\0" for _ in range(height)) + b"\0\1"
+    palette = b"".join(bytes([i, i, i, 0]) for i in range(256))
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(rows), 2835, 2835, 256, 0)
+    header = struct.pack("<2sIHHI", b"BM", offset + len(rows), 0, 0, offset)
+    return header + info + palette + rows

@@ -4,13 +4,17 @@ equals the transformers processor it saves."""
 from __future__ import annotations
 
 import io
+import struct
+import time
+import tracemalloc
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from contract.images import ImageError, Preprocessing, decode_image
+from contract.images import ImageError, Preprocessing, decode_image, to_rgb
+from tests.support.images import blank_png, ico_holding, many_page_tiff, rle8_bmp
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -191,3 +195,119 @@ def test_image_size_overrides_the_processor_size():
     assert (preprocessing.height, preprocessing.width) == (16, 16)
     assert preprocessing.mean == pytest.approx((0.1, 0.2, 0.3))
     assert preprocessing.std == pytest.approx((0.4, 0.5, 0.6))
+
+
+ALLOWED = {
+    "JPEG": {},
+    "PNG": {},
+    "WEBP": {"lossless": True},
+    "GIF": {},
+    "BMP": {},
+    "TIFF": {"compression": "tiff_lzw"},
+}
+
+
+@pytest.mark.parametrize("fmt", ALLOWED)
+def test_each_allowed_format_decodes(fmt):
+    decoded = decode_image(encode(Image.new("RGB", (12, 10), (200, 30, 40)), fmt, **ALLOWED[fmt]))
+    assert decoded.size == (12, 10)
+    assert np.abs(np.subtract(decoded.getpixel((5, 5)), (200, 30, 40))).max() <= 8
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        (ico_holding(encode(Image.new("RGB", (16, 16)), "PNG")), "ICO"),
+        (ico_holding(blank_png(10_000, 10_000, bit_depth=8)), "ICO"),
+        (encode(Image.new("RGB", (8, 8)), "QOI"), "QOI"),
+        (encode(Image.new("RGB", (8, 8)), "PCX"), "PCX"),
+        (encode(Image.new("RGB", (8, 8)), "PPM"), "PPM"),
+        (encode(Image.new("RGB", (8, 8)), "EPS"), "EPS"),
+        (encode(Image.new("RGB", (8, 8)), "JPEG2000"), "JPEG2000"),
+        (rle8_bmp(), "bmp_rle"),
+    ],
+    ids=["ico", "ico-with-a-100-mpx-png", "qoi", "pcx", "ppm", "eps", "jpeg2000", "rle-bmp"],
+)
+def test_other_formats_are_refused_before_any_decoder_runs(data, named):
+    started = time.perf_counter()
+    with pytest.raises(ImageError) as err:
+        decode_image(data, max_pixels=None)
+    assert time.perf_counter() - started < 0.5
+    assert err.value.reason == "unsupported_format"
+    assert named in str(err.value)
+    assert "accepted: JPEG, PNG, WEBP, GIF, BMP, TIFF" in str(err.value)
+
+
+def test_the_first_tiff_page_is_size_checked_and_decoded():
+    with pytest.raises(ImageError) as err:
+        decode_image(many_page_tiff(1000, (6000, 5000)))
+    assert err.value.reason == "too_many_pixels"
+    decoded = decode_image(many_page_tiff(50, (40, 30)))
+    assert decoded.size == (40, 30)
+
+
+@pytest.mark.parametrize(
+    ("mode", "value", "expected"),
+    [
+        ("I;16", 200, 0),  # dark 16-bit stays dark: decided by the mode, not the values
+        ("I;16", 65535, 255),
+        ("I;16B", 0x8000, 128),
+        ("I", 200, 0),
+        ("I", 70_000, 255),
+        ("I", -5, 0),
+        ("F", 100.4, 100),
+        ("F", 300.0, 255),
+    ],
+)
+def test_high_bit_depths_scale_by_mode(mode, value, expected):
+    image = Image.new(mode, (6, 4))
+    image.putdata([value] * 24)
+    assert to_rgb(image).getpixel((2, 2)) == (expected,) * 3
+
+
+def test_a_dark_16_bit_png_stays_dark():
+    decoded = decode_image(encode(sixteen_bit(250), "PNG"))
+    assert decoded.getpixel((1, 1)) == (0, 0, 0)
+
+
+def test_sixteen_bit_images_convert_without_float_or_numpy_copies():
+    width, height = 2000, 1500
+    data = blank_png(width, height)
+    tracemalloc.start()
+    try:
+        decoded = decode_image(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert decoded.size == (width, height)
+    # Python and numpy allocations only (Pillow's own are not traced): a float64 copy of
+    # the pixels would be 8 bytes each
+    assert peak < 0.5 * width * height, f"{peak / (width * height):.2f} bytes a pixel"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF"])
+def test_large_images_shrink_towards_the_model_size_while_decoding(fmt):
+    image = Image.fromarray(np.full((1200, 1600, 3), (10, 120, 240), dtype=np.uint8))
+    decoded = decode_image(encode(image, fmt), draft_size=(100, 100))
+    # JPEG scales in its DCT to at least the size asked; the others reduce to at least twice
+    assert (100 if fmt == "JPEG" else 200) <= min(decoded.size) < 400
+    assert decoded.size[0] / decoded.size[1] == pytest.approx(4 / 3, abs=0.01)  # aspect kept
+    assert np.abs(np.subtract(decoded.getpixel((50, 50)), (10, 120, 240))).max() <= 8
+    assert decode_image(encode(image, fmt), draft_size=(1000, 1000)).size == (1600, 1200)
+
+
+def test_a_shrunk_palette_image_keeps_its_colours():
+    image = Image.new("P", (900, 900), 1)
+    image.putpalette([0, 0, 0, 200, 30, 40] + [0] * 762)
+    decoded = decode_image(encode(image, "GIF"), draft_size=(100, 100))
+    assert decoded.size == (225, 225)
+    assert decoded.getpixel((10, 10)) == (200, 30, 40)
+
+
+def test_a_gif_frame_larger_than_its_screen_is_what_counts():
+    data = bytearray(encode(Image.new("P", (10, 10)), "GIF"))
+    descriptor = data.index(b"\x2c")  # the first frame's image descriptor
+    data[descriptor + 5 : descriptor + 9] = struct.pack("<HH", 3000, 2000)
+    with pytest.raises(ImageError) as err:
+        decode_image(bytes(data), max_pixels=1_000_000)
+    assert err.value.reason == "too_many_pixels"

@@ -1,0 +1,123 @@
+"""Expensive inputs that look valid, sent at once, against the default limits: each is
+refused with a 4xx within a bound, /livez keeps answering, and memory stays put."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+
+import httpx
+import pytest
+
+from tests.support.images import blank_png, ico_holding, many_page_tiff
+from tests.support.servers import total, tree_rss
+
+COPIES = 8  # of each kind, all in flight together
+ANSWER_WITHIN_S = 15.0
+LIVEZ_WITHIN_S = 1.0
+RSS_GROWTH_BOUND = 300 * 1024 * 1024
+
+
+@cache
+def hostile_requests() -> dict[str, tuple[dict, str]]:
+    """Request arguments by kind, with the rejection reason each must get."""
+    sixteen_bit = blank_png(8000, 5000)  # 40 Mpx of 16-bit grey, about 80 KB on the wire
+    ico = ico_holding(blank_png(10_000, 10_000, bit_depth=8))  # a 100 Mpx PNG icon
+    tiff = many_page_tiff(1000, (6000, 5000))  # 1000 pages of 30 Mpx
+    keys = {"images": [base64.b64encode(sixteen_bit[:64]).decode()]}
+    keys.update((f"k{i}", 0) for i in range(300_000))  # about 3.6 MB of JSON
+    return {
+        "png_16_bit_40_mpx": ({"files": {"images": ("a.png", sixteen_bit)}}, "too_many_pixels"),
+        "ico_100_mpx_png": ({"files": {"images": ("a.ico", ico)}}, "unsupported_format"),
+        "tiff_1000_pages": ({"files": {"images": ("a.tiff", tiff)}}, "too_many_pixels"),
+        "json_300000_keys": (
+            {"content": json.dumps(keys).encode(), "headers": {"content-type": "application/json"}},
+            "json_too_complex",
+        ),
+    }
+
+
+def send(server, kind: str) -> tuple[str, float, httpx.Response]:
+    arguments, _ = hostile_requests()[kind]
+    path = "/classify_json" if "content" in arguments else "/classify"
+    started = time.perf_counter()
+    with httpx.Client(base_url=server.url, headers=server.client.headers, timeout=60) as client:
+        response = client.post(path, **arguments)
+    return kind, time.perf_counter() - started, response
+
+
+class LivezWatch(threading.Thread):
+    """Polls /livez every 100 ms and keeps the slowest answer."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url, self.slowest, self.polls, self.failures = url, 0.0, 0, []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self.done.is_set():
+                started = time.perf_counter()
+                try:
+                    status = client.get(f"{self.url}/livez").status_code
+                except httpx.HTTPError as err:
+                    status = repr(err)
+                self.slowest = max(self.slowest, time.perf_counter() - started)
+                self.polls += 1
+                if status != 200:
+                    self.failures.append(status)
+                time.sleep(0.1)
+
+
+def test_expensive_inputs_are_refused_quickly_and_harm_nothing(guarded_server, digit_files):
+    server = guarded_server
+    kinds = list(hostile_requests()) * COPIES  # built here, before anything is timed
+    before = server.metrics()
+    rss_before = tree_rss(server.process.pid)
+    watch = LivezWatch(server.url)
+    watch.start()
+    started = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(len(kinds)) as pool:
+            answers = list(pool.map(lambda kind: send(server, kind), kinds))
+    finally:
+        watch.done.set()
+        watch.join()
+    wall = time.perf_counter() - started
+    rss_growth = tree_rss(server.process.pid) - rss_before
+    print(
+        f"{len(kinds)} expensive requests answered in {wall:.1f}s (slowest "
+        f"{max(s for _, s, _ in answers):.2f}s); /livez polled {watch.polls} times, slowest "
+        f"{watch.slowest * 1000:.0f} ms; "
+        f"server RSS {rss_before / 2**20:.0f} MB, growth {rss_growth / 2**20:+.0f} MB"
+    )
+
+    for kind, seconds, response in answers:
+        reason = hostile_requests()[kind][1]
+        assert response.status_code == 400, (kind, response.text[:300])
+        assert [p["type"] for p in response.json()["detail"]] == [reason], kind
+        assert len(response.content) < 1000, "the answer names the problem, not every key"
+        assert seconds < ANSWER_WITHIN_S, (kind, seconds)
+    assert not watch.failures
+    assert watch.slowest < LIVEZ_WITHIN_S
+    assert rss_growth < RSS_GROWTH_BOUND
+    after = server.metrics()
+    for reason, count in {
+        "too_many_pixels": 16,
+        "unsupported_format": 8,
+        "json_too_complex": 8,
+    }.items():
+        counted = total(after, "visiontune_rejected_inputs_total", reason=reason)
+        assert counted - total(before, "visiontune_rejected_inputs_total", reason=reason) == count
+    assert server.classify([digit_files["3"][0]]).status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["png_16_bit_40_mpx", "json_300000_keys"])
+def test_one_expensive_request_is_answered_in_a_second(guarded_server, kind):
+    _, seconds, response = send(guarded_server, kind)
+    assert response.status_code == 400
+    assert seconds < 1.0
