@@ -30,7 +30,9 @@ from starlette.routing import Route
 from contract.images import ImageError, decode_image
 from contract.predictor import Predictor
 from contract.savedmodel import STAGE_LABEL, ModelMetadata
-from service import batching, logs
+from service import batching, limits, logs
+from service.deadworkers import ForgetDeadWorkers
+from service.faults import BatchFailureAnswer, run_batch
 from service.inputs import (
     Base64Images,
     BodyLimit,
@@ -45,6 +47,7 @@ from service.settings import settings
 
 logger = logging.getLogger("bentoml.visiontune")
 batching.install()  # before BentoML builds this service's batching dispatchers
+limits.install()  # before BentoML builds its middlewares
 logs.log_rejections_briefly()
 settings.check_precision(has_gpu=torch.cuda.is_available())
 
@@ -74,7 +77,7 @@ model_info = Starlette(routes=[Route("/model", describe_model, methods=["GET"])]
 
 
 @bentoml.asgi_app(model_info)
-@bentoml.service(workers=settings.workers)
+@bentoml.service(workers=settings.workers, traffic=settings.traffic)
 class ImageClassifier:
     stored_model = bentoml.models.BentoModel(settings.model)
 
@@ -104,6 +107,8 @@ class ImageClassifier:
                 "max_batch_size": settings.max_batch_size,
                 "max_latency_ms": settings.max_latency_ms,
                 "workers": settings.workers,
+                "max_concurrency": settings.max_concurrency,
+                "decode_threads": settings.decode_slots(),
             },
         }
         self.warm_up()
@@ -162,7 +167,7 @@ class ImageClassifier:
     def predict(self, images: list[Decoded]) -> list[Prediction]:
         """One forward pass over a batch, which may mix images of several requests."""
         started = time.perf_counter()
-        probabilities = self.predictor(np.stack([image.pixels for image in images]))
+        probabilities = run_batch(self.predictor, np.stack([image.pixels for image in images]))
         self.metrics.collectors.inference_seconds.observe(time.perf_counter() - started)
         predictions = [
             self.encode(row, image.top_k) for row, image in zip(probabilities, images, strict=True)
@@ -190,6 +195,9 @@ class ImageClassifier:
 
 
 ImageClassifier.add_asgi_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+ImageClassifier.add_asgi_middleware(limits.RetryAfter)
+ImageClassifier.add_asgi_middleware(BatchFailureAnswer)
+ImageClassifier.add_asgi_middleware(ForgetDeadWorkers)
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:

@@ -37,6 +37,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from service import metrics
+from service.limits import decode_limiter
 from service.settings import settings
 
 TopK = Annotated[int, Field(ge=1, description="Labels returned per image, best first.")]
@@ -156,9 +157,11 @@ class Base64Images(DecodedImages):
 
 
 async def _decode(images: list[bytes] | list[str], top_k: int) -> list[Decoded]:
-    """Decode in a worker thread: image decoding must not stall the event loop."""
+    """Decode in a worker thread: image decoding must not stall the event loop.
+
+    The worker's decode slots (``service.limits``) bound how many decode at once."""
     service = bentoml.get_current_service()
-    arrays = await anyio.to_thread.run_sync(service.decode, images)
+    arrays = await anyio.to_thread.run_sync(service.decode, images, limiter=decode_limiter())
     return [Decoded(array, top_k) for array in arrays]
 
 

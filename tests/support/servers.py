@@ -24,6 +24,7 @@ from tests.support import REPO
 from visiontune.client import ClientError, wait_until_ready
 
 START_TIMEOUT_S = 120
+SERVICE = "service:ImageClassifier"
 
 # small limits, so the bad-input tests stay cheap
 LIMITS = {
@@ -38,12 +39,12 @@ LIMITS = {
 class Server:
     """A running ``bentoml serve``; ``url``, ``log`` and a few helpers."""
 
-    def __init__(self, home: Path, env: dict[str, str]):
+    def __init__(self, home: Path, env: dict[str, str], service: str = SERVICE):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = home / "serve.log"
         (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
-        command = [sys.executable, "-m", "bentoml", "serve", "service:ImageClassifier"]
+        command = [sys.executable, "-m", "bentoml", "serve", service]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
@@ -90,9 +91,9 @@ class Server:
 
 
 @contextmanager
-def serving(home: Path, env: dict[str, str]) -> Iterator[Server]:
-    """A ready server with ``env``, stopped on the way out."""
-    running = Server(home, env)
+def serving(home: Path, env: dict[str, str], service: str = SERVICE) -> Iterator[Server]:
+    """A ready server with ``env`` (running ``service``), stopped on the way out."""
+    running = Server(home, env, service)
     try:
         running.wait_ready()
         yield running
