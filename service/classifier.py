@@ -13,6 +13,7 @@ describes the model being served.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from typing import Annotated
@@ -112,6 +113,11 @@ class ImageClassifier:
             },
         }
         self.warm_up()
+        # Everything built so far (the model, torch, transformers, BentoML) lives as long as
+        # the worker: keep it out of the garbage collector's full collections, which would
+        # otherwise walk it every few seconds under load and stall the worker (BENCHMARKS.md).
+        gc.collect()
+        gc.freeze()
 
     def load(self, path: str) -> Predictor:
         """The stored model as a calibrated predictor, in eval mode on the serving device."""
