@@ -13,6 +13,7 @@ describes the model being served.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from pathlib import PurePath
@@ -31,14 +32,17 @@ from starlette.routing import Route
 from contract.predictor import Predictor
 from contract.savedmodel import MODEL_ENV, ModelMetadata
 from contract.stages import StageError, resolve, stage_of
-from service import batching, logs
+from service import batching, limits, logs
 from service.auth import BearerAuth, configured_token
+from service.deadworkers import ForgetDeadWorkers
+from service.faults import BatchFailureAnswer, run_batch
 from service.inputs import Base64Images, BodyLimit, Decoded, ImageFiles, decode_images
 from service.metrics import PredictionMetrics
 from service.settings import settings
 
 logger = logging.getLogger("bentoml.visiontune")
 batching.install()  # before BentoML builds this service's batching dispatchers
+limits.install()  # before BentoML builds its middlewares
 logs.log_rejections_briefly()
 settings.check_precision(has_gpu=torch.cuda.is_available())
 
@@ -77,7 +81,7 @@ def resolve_model(ref: str) -> bentoml.Tag:
 
 
 @bentoml.asgi_app(model_info)
-@bentoml.service(workers=settings.workers)
+@bentoml.service(workers=settings.workers, traffic=settings.traffic)
 class ImageClassifier:
     stored_model = bentoml.models.BentoModel(resolve_model(settings.model))
 
@@ -108,9 +112,16 @@ class ImageClassifier:
                 "max_batch_size": settings.max_batch_size,
                 "max_latency_ms": settings.max_latency_ms,
                 "workers": settings.workers,
+                "max_concurrency": settings.max_concurrency,
+                "decode_threads": settings.decode_slots(),
             },
         }
         self.warm_up()
+        # Everything built so far (the model, torch, transformers, BentoML) lives as long as
+        # the worker: keep it out of the garbage collector's full collections, which would
+        # otherwise walk it every few seconds under load and stall the worker (BENCHMARKS.md).
+        gc.collect()
+        gc.freeze()
 
     def load(self, path: str) -> Predictor:
         """The stored model as a calibrated predictor, in eval mode on the serving device."""
@@ -150,7 +161,7 @@ class ImageClassifier:
     def predict(self, images: list[Decoded]) -> list[Prediction]:
         """One forward pass over a batch, which may mix images of several requests."""
         started = time.perf_counter()
-        probabilities = self.predictor(np.stack([image.pixels for image in images]))
+        probabilities = run_batch(self.predictor, np.stack([image.pixels for image in images]))
         self.metrics.collectors.inference_seconds.observe(time.perf_counter() - started)
         predictions = [
             self.encode(row, image.top_k) for row, image in zip(probabilities, images, strict=True)
@@ -180,6 +191,9 @@ class ImageClassifier:
 # The first added is the outermost: a request without the token is refused before its body is read.
 ImageClassifier.add_asgi_middleware(BearerAuth, token=configured_token(settings))
 ImageClassifier.add_asgi_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+ImageClassifier.add_asgi_middleware(limits.RetryAfter)
+ImageClassifier.add_asgi_middleware(BatchFailureAnswer)
+ImageClassifier.add_asgi_middleware(ForgetDeadWorkers)
 
 
 def public_metadata(metadata: ModelMetadata) -> dict:

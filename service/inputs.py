@@ -43,6 +43,7 @@ from starlette.requests import Request
 
 from contract.images import ImageError, Preprocessing, load_image, open_image
 from service import metrics
+from service.limits import decode_limiter
 from service.settings import settings
 
 logger = logging.getLogger("bentoml.visiontune")
@@ -198,9 +199,11 @@ def parse_json_body(body: bytes) -> Base64Body:
 
 
 async def _decode(images: list[bytes] | list[str], top_k: int) -> list[Decoded]:
-    """Decode in a worker thread: image decoding must not stall the event loop."""
+    """Decode in a worker thread: image decoding must not stall the event loop.
+
+    The worker's decode slots (``service.limits``) bound how many decode at once."""
     service = bentoml.get_current_service()
-    arrays = await anyio.to_thread.run_sync(service.decode, images)
+    arrays = await anyio.to_thread.run_sync(service.decode, images, limiter=decode_limiter())
     return [Decoded(array, top_k) for array in arrays]
 
 

@@ -47,6 +47,11 @@ class Collectors:
         self.rejected_inputs = Counter(
             "visiontune_rejected_inputs", "Requests refused as bad input, by reason.", ["reason"]
         )
+        self.batch_failures = Counter(
+            "visiontune_batch_failures",
+            "Batches the model failed on (each of their requests answered 500), by reason.",
+            ["reason"],
+        )
         self.model_info = Gauge(
             "visiontune_model_info",
             "The model this server answers with (always 1).",
@@ -69,6 +74,10 @@ def collectors() -> Collectors:
 
 def rejected_inputs():
     return collectors().rejected_inputs
+
+
+def batch_failures():
+    return collectors().batch_failures
 
 
 class LabelMix:

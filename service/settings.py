@@ -86,6 +86,20 @@ class Settings(BaseModel):
     threads: int | None = Field(
         None, ge=1, description="Torch CPU threads per worker; default: the CPUs shared by workers."
     )
+    max_concurrency: int = Field(
+        64,
+        ge=1,
+        description="Most requests in flight per server, shared by its workers; more are "
+        "answered 503 with Retry-After at once (README, Memory).",
+    )
+    decode_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Requests decoded at once per worker; default: the CPUs shared by workers.",
+    )
+    timeout_s: float = Field(
+        60, gt=0, description="Longest a request may take; past it BentoML answers 504."
+    )
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
@@ -121,6 +135,16 @@ class Settings(BaseModel):
             "max_batch_size": self.max_batch_size,
             "max_latency_ms": self.max_latency_ms,
         }
+
+    @property
+    def traffic(self) -> dict[str, Any]:
+        """The ``traffic`` section of the ``@bentoml.service`` config."""
+        return {"max_concurrency": self.max_concurrency, "timeout": self.timeout_s}
+
+    def decode_slots(self) -> int:
+        """Concurrent decodes per worker: ``decode_threads`` if set, else the worker's CPUs
+        (more only makes decodes share cores and hold more images in memory at once)."""
+        return self.decode_threads or max(1, available_cpus() // self.workers)
 
     def check_precision(self, has_gpu: bool) -> None:
         """Refuse a precision this machine can't run (at import, before workers start)."""

@@ -2,7 +2,9 @@
 
 It speaks HTTP only (``POST /classify``), so it needs nothing of the model. A
 batch the service refuses because of some files is sent again without them, so
-one corrupt file costs only its own answer. ``visiontune predict`` is built on it.
+one corrupt file costs only its own answer. A request that lost its connection or
+was answered 503 is sent once more (classifying is idempotent). ``visiontune
+predict`` is built on it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import httpx
 from visiontune.errors import CommandError
 
 DEFAULT_URL = "http://127.0.0.1:3000"
+# a connection lost before an answer (a worker or pod going away): safe to send again
+RETRYABLE = (httpx.NetworkError, httpx.RemoteProtocolError)
+RETRY_PAUSE_S = 0.5
+MAX_RETRY_AFTER_S = 10.0
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -76,10 +82,7 @@ def classify(client: httpx.Client, files: list[Path], top_k: int) -> list[dict]:
         pending = [path for path in pending if path not in unreadable]
         if not pending:
             break
-        try:
-            response = client.post("/classify", files=parts, data={"top_k": str(top_k)})
-        except httpx.HTTPError as err:
-            raise ClientError(f"request to {client.base_url} failed ({_reason(err)})") from None
+        response = _post(client, parts, top_k)
         if response.status_code == 200:
             for path, prediction in zip(pending, response.json(), strict=True):
                 answers[path] = {"path": str(path), **prediction}
@@ -92,6 +95,38 @@ def classify(client: httpx.Client, files: list[Path], top_k: int) -> list[dict]:
         answers.update(refused)
         pending = [path for path in pending if path not in refused]
     return [answers[path] for path in files]
+
+
+def _post(client: httpx.Client, parts: list[tuple], top_k: int) -> httpx.Response:
+    """``POST /classify``, sent once more after a lost connection or a 503.
+
+    Classifying is idempotent, so a request whose connection broke (a restarting
+    worker, a pod going away) or that a full server refused can safely be repeated;
+    after a 503 the client waits the ``Retry-After`` the server asked for.
+    """
+    try:
+        response = _send(client, parts, top_k, retryable=True)
+    except RETRYABLE:
+        time.sleep(RETRY_PAUSE_S)
+    else:
+        if response.status_code != 503:
+            return response
+        time.sleep(_retry_after(response))
+    return _send(client, parts, top_k, retryable=False)
+
+
+def _send(client: httpx.Client, parts: list[tuple], top_k: int, retryable: bool) -> httpx.Response:
+    try:
+        return client.post("/classify", files=parts, data={"top_k": str(top_k)})
+    except httpx.HTTPError as err:
+        if retryable and isinstance(err, RETRYABLE):
+            raise
+        raise ClientError(f"request to {client.base_url} failed ({_reason(err)})") from None
+
+
+def _retry_after(response: httpx.Response) -> float:
+    value = response.headers.get("Retry-After", "")
+    return min(float(value), MAX_RETRY_AFTER_S) if value.isdigit() else RETRY_PAUSE_S
 
 
 def _read(paths: list[Path]) -> tuple[list[tuple], dict[Path, dict]]:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from tests.support.servers import LIMITS, START_TIMEOUT_S, serving, total
+from tests.support.servers import LIMITS, serving, total, wait_for_workers
 
 REQUESTS = 40
-STARTED = re.compile(r"\[entry_service:ImageClassifier:(\d+)\] Service ImageClassifier initialized")
 IMAGES_PER_REQUEST = 2
 
 
@@ -27,14 +25,6 @@ def two_workers(digits_model, tmp_path_factory):
     with serving(tmp_path_factory.mktemp("home-two-workers"), env) as running:
         wait_for_workers(running, 2)
         yield running
-
-
-def wait_for_workers(server, count: int) -> None:
-    """/readyz answers once any worker is ready; the test needs every worker accepting."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while len(set(STARTED.findall(server.log.read_text()))) < count:
-        assert time.monotonic() < deadline, f"workers did not all start:\n{server.tail()}"
-        time.sleep(0.25)
 
 
 def test_counts_add_up_over_workers(two_workers, digit_files):

@@ -7,16 +7,19 @@ Each server gets its own BENTOML_HOME (sharing the test store's models) because
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,6 +27,9 @@ from tests.support import REPO
 from visiontune.client import ClientError, wait_until_ready
 
 START_TIMEOUT_S = 120
+SERVICE = "service:ImageClassifier"
+WORKER_MODULE = "_bentoml_impl.worker.service"
+STARTED = re.compile(r"\[entry_service:ImageClassifier:(\d+)\] Service ImageClassifier initialized")
 
 # small limits, so the bad-input tests stay cheap
 LIMITS = {
@@ -38,12 +44,13 @@ LIMITS = {
 class Server:
     """A running ``bentoml serve``; ``url``, ``log`` and a few helpers."""
 
-    def __init__(self, home: Path, env: dict[str, str]):
+    def __init__(self, home: Path, env: dict[str, str], service: str = SERVICE):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = home / "serve.log"
+        self.prometheus_dir = home / "prometheus_multiproc_dir"
         (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
-        command = [sys.executable, "-m", "bentoml", "serve", "service:ImageClassifier"]
+        command = [sys.executable, "-m", "bentoml", "serve", service]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
@@ -72,6 +79,11 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
 
+    def workers(self) -> list[psutil.Process]:
+        """The worker processes serving requests (BentoML restarts one that dies)."""
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        return [p for p in children if WORKER_MODULE in " ".join(p.cmdline())]
+
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
@@ -90,14 +102,22 @@ class Server:
 
 
 @contextmanager
-def serving(home: Path, env: dict[str, str]) -> Iterator[Server]:
-    """A ready server with ``env``, stopped on the way out."""
-    running = Server(home, env)
+def serving(home: Path, env: dict[str, str], service: str = SERVICE) -> Iterator[Server]:
+    """A ready server with ``env`` (running ``service``), stopped on the way out."""
+    running = Server(home, env, service)
     try:
         running.wait_ready()
         yield running
     finally:
         running.stop()
+
+
+def wait_for_workers(server: Server, count: int) -> None:
+    """/readyz answers once any worker is ready; some tests need every worker accepting."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while len(set(STARTED.findall(server.log.read_text()))) < count:
+        assert time.monotonic() < deadline, f"workers did not all start:\n{server.tail()}"
+        time.sleep(0.25)
 
 
 def total(samples: dict[str, dict[tuple, float]], name: str, **labels: str) -> float:

@@ -147,3 +147,53 @@ def test_json_output_and_exit_code(monkeypatch, tmp_path, capsys):
     assert predict(str(tmp_path), "--json", "--batch-size", "1") == 1
     answers = json.loads(capsys.readouterr().out)
     assert [a.get("label") for a in answers] == ["a", None]
+
+
+class Flaky:
+    """The fake service, after first failing ``failures`` requests with ``fail``."""
+
+    def __init__(self, fail, failures: int = 1):
+        self.fail, self.failures, self.requests = fail, failures, 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        if self.requests <= self.failures:
+            return self.fail(request)
+        return fake_service(request)
+
+
+def connection_lost(request):
+    raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+
+def server_full(request):
+    return httpx.Response(503, headers={"Retry-After": "0"}, json={"error": "full"})
+
+
+@pytest.mark.parametrize("fail", [connection_lost, server_full])
+def test_classify_sends_a_request_once_more_after_a_lost_connection_or_a_503(
+    tmp_path, monkeypatch, fail
+):
+    monkeypatch.setattr(client, "RETRY_PAUSE_S", 0)
+    image = tmp_path / "7.png"
+    image.write_bytes(b"x")
+    service = Flaky(fail)
+    with httpx.Client(transport=httpx.MockTransport(service), base_url="http://fake") as c:
+        assert client.classify(c, [image], top_k=1)[0]["label"] == "7"
+    assert service.requests == 2
+
+
+def test_classify_retries_only_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(client, "RETRY_PAUSE_S", 0)
+    image = tmp_path / "7.png"
+    image.write_bytes(b"x")
+    lost, full = Flaky(connection_lost, failures=2), Flaky(server_full, failures=2)
+    transport = httpx.MockTransport(lost)
+    with (
+        httpx.Client(transport=transport, base_url="http://fake") as c,
+        pytest.raises(client.ClientError, match="disconnected"),
+    ):
+        client.classify(c, [image], top_k=1)
+    with httpx.Client(transport=httpx.MockTransport(full), base_url="http://fake") as c:
+        assert client.classify(c, [image], top_k=1)[0]["error"].startswith("HTTP 503")
+    assert (lost.requests, full.requests) == (2, 2)

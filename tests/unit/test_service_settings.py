@@ -95,3 +95,14 @@ def test_fp16_without_a_gpu_is_refused_with_the_fix():
 def test_unknown_precision_is_refused():
     with pytest.raises(ValidationError, match="VISIONTUNE_PRECISION"):
         Settings.from_env({"VISIONTUNE_PRECISION": "int8"})
+
+
+def test_traffic_limits_and_decode_slots(monkeypatch):
+    monkeypatch.setattr("service.settings.available_cpus", lambda: 8)
+    settings = Settings.from_env({"VISIONTUNE_MAX_CONCURRENCY": "16", "VISIONTUNE_TIMEOUT_S": "5"})
+    assert settings.traffic == {"max_concurrency": 16, "timeout": 5.0}
+    assert settings.decode_slots() == 8
+    assert Settings(workers=3).decode_slots() == 2
+    assert Settings(workers=3, decode_threads=1).decode_slots() == 1
+    with pytest.raises(ValidationError, match="VISIONTUNE_MAX_CONCURRENCY"):
+        Settings.from_env({"VISIONTUNE_MAX_CONCURRENCY": "0"})

@@ -1,0 +1,92 @@
+"""Bounded work per worker: images decoded at once, and requests in flight.
+
+Decoding is the step whose memory grows with the input (a full-size image before
+it is resized), so each worker decodes at most ``settings.decode_slots()``
+requests at a time, on a dedicated ``anyio.CapacityLimiter``: waiters are served
+in arrival order, and the decodes do not take the thread tokens that the model's
+forward pass needs (BentoML runs a batch through anyio's default limiter).
+
+Requests in flight are bounded by BentoML's own ``traffic.max_concurrency``
+(``settings.traffic``). BentoML 1.4 answers a request past it with a bare 429
+("Too many requests") from ``MaxConcurrencyMiddleware``. A full server is the
+server's condition, not the client's: ``install`` swaps in ``ServerFull``, which
+answers 503 with ``Retry-After`` and a JSON body naming the limit, so clients and
+load balancers retry elsewhere or later. The swap touches BentoML internals
+(``bentoml._internal.server.http.traffic``), hence this module and the test that
+guards it (tests/service/test_load.py). ``RetryAfter`` adds the same header to
+the 503 BentoML's batching dispatcher answers when its queue cannot meet
+``max_latency_ms``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import anyio
+from bentoml._internal.server.http import traffic
+
+from service.settings import settings
+
+RETRY_AFTER_S = 1
+
+
+@functools.cache
+def decode_limiter() -> anyio.CapacityLimiter:
+    """The worker's decode slots (created on first use, inside the worker's event loop)."""
+    return anyio.CapacityLimiter(settings.decode_slots())
+
+
+async def _answer_full(send, limit: int) -> None:
+    message = f"the server is at its limit of {limit} requests in flight; retry later"
+    detail = [{"type": "server_full", "loc": [], "msg": message}]
+    payload = json.dumps({"error": message, "detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"retry-after", str(RETRY_AFTER_S).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class ServerFull(traffic.MaxConcurrencyMiddleware):
+    """BentoML's in-flight limit (probes and /metrics bypass it), answered 503 + Retry-After."""
+
+    def __init__(self, app, max_concurrency: int, skip_paths: list[str] | None = None) -> None:
+        super().__init__(app, max_concurrency, skip_paths)
+        self.limit = max_concurrency
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.skip_paths:
+            return await self.app(scope, receive, send)
+        if self._semaphore.locked():
+            return await _answer_full(send, self.limit)
+        async with self._semaphore:
+            await self.app(scope, receive, send)
+
+
+class RetryAfter:
+    """ASGI middleware: every 503 tells the client when to retry."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_retry_after(message):
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"retry-after" for name, _ in headers):
+                    headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_retry_after)
+
+
+def install() -> None:
+    """Make the apps BentoML builds from now on answer a full server with ``ServerFull``."""
+    traffic.MaxConcurrencyMiddleware = ServerFull
