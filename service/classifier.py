@@ -28,9 +28,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from contract.images import ImageError, decode_image
+from contract.precision import choose_cpu_precision, cpu_has_native_bf16
 from contract.predictor import Predictor
 from contract.savedmodel import STAGE_LABEL, ModelMetadata
 from service import batching, logs
+from service.gpu_decode import GpuJpegDecoder, nvjpeg, stack_pixels, torchvision_available
 from service.inputs import (
     Base64Images,
     BodyLimit,
@@ -47,6 +49,7 @@ logger = logging.getLogger("bentoml.visiontune")
 batching.install()  # before BentoML builds this service's batching dispatchers
 logs.log_rejections_briefly()
 settings.check_precision(has_gpu=torch.cuda.is_available())
+settings.check_gpu_decode(torch.cuda.is_available(), torchvision_available())
 
 
 class LabelScore(BaseModel):
@@ -74,7 +77,7 @@ model_info = Starlette(routes=[Route("/model", describe_model, methods=["GET"])]
 
 
 @bentoml.asgi_app(model_info)
-@bentoml.service(workers=settings.workers)
+@bentoml.service(workers=settings.workers, **settings.bentoml_config)
 class ImageClassifier:
     stored_model = bentoml.models.BentoModel(settings.model)
 
@@ -101,9 +104,13 @@ class ImageClassifier:
             "serving": {
                 "device": str(self.predictor.device),
                 "precision": self.predictor.precision,
+                "precision_reason": self.precision_reason,
+                "compiled": settings.compile,
                 "max_batch_size": settings.max_batch_size,
                 "max_latency_ms": settings.max_latency_ms,
                 "workers": settings.workers,
+                "max_images": settings.max_images,
+                "max_body_bytes": settings.max_body_bytes,
             },
         }
         self.warm_up()
@@ -116,8 +123,17 @@ class ImageClassifier:
         predictor = Predictor.from_folder(
             path, self.metadata, device=device, autocast_dtype=_autocast_dtype(device)
         )
+        if settings.precision == "int8":
+            predictor.quantize_linear_layers()
+        self.precision_reason = _choose_precision(predictor)
+        logger.info("serving in %s: %s", predictor.precision, self.precision_reason)
         if settings.compile:
             predictor.model = torch.compile(predictor.model)
+        self.gpu_jpegs = (
+            GpuJpegDecoder(predictor.preprocessing, settings.max_pixels, nvjpeg(device))
+            if settings.gpu_decode
+            else None
+        )
         return predictor
 
     def warm_up(self) -> None:
@@ -140,7 +156,11 @@ class ImageClassifier:
         """
         started = time.perf_counter()
         arrays, errors = [], []
+        on_gpu = self.gpu_jpegs(images) if self.gpu_jpegs else {}
         for index, image in enumerate(images):
+            if index in on_gpu:
+                arrays.append(on_gpu[index])
+                continue
             try:
                 data = decode_base64(image, index) if isinstance(image, str) else image
                 decoded = decode_image(
@@ -162,7 +182,7 @@ class ImageClassifier:
     def predict(self, images: list[Decoded]) -> list[Prediction]:
         """One forward pass over a batch, which may mix images of several requests."""
         started = time.perf_counter()
-        probabilities = self.predictor(np.stack([image.pixels for image in images]))
+        probabilities = self.predictor(stack_pixels([image.pixels for image in images]))
         self.metrics.collectors.inference_seconds.observe(time.perf_counter() - started)
         predictions = [
             self.encode(row, image.top_k) for row, image in zip(probabilities, images, strict=True)
@@ -190,6 +210,17 @@ class ImageClassifier:
 
 
 ImageClassifier.add_asgi_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+
+def _choose_precision(predictor: Predictor) -> str:
+    """Why ``predictor`` runs in its precision; auto on a CPU decides here (bf16 or fp32)."""
+    if settings.precision != "auto":
+        return f"VISIONTUNE_PRECISION={settings.precision}"
+    if predictor.device.type != "cpu":
+        return "auto: the GPU's half precision (bf16 where supported, else fp16)"
+    choice = choose_cpu_precision(predictor, cpu_has_native_bf16())
+    predictor.autocast_dtype = choice.autocast_dtype
+    return choice.reason
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
