@@ -22,6 +22,8 @@ BENCHMARKS = {
     "train_throughput": ["--threads", "1"],
     "transfer": ["--threads", "1"],
     "serve_throughput": [],
+    "serve_profile": [],
+    "predict_packing": [],
 }
 
 

@@ -128,7 +128,7 @@ class ImageClassifier:
         self.precision_reason = _choose_precision(predictor)
         logger.info("serving in %s: %s", predictor.precision, self.precision_reason)
         if settings.compile:
-            predictor.model = torch.compile(predictor.model)
+            predictor.model = torch.compile(predictor.model, dynamic=True)
         self.gpu_jpegs = (
             GpuJpegDecoder(predictor.preprocessing, settings.max_pixels, nvjpeg(device))
             if settings.gpu_decode
@@ -137,15 +137,24 @@ class ImageClassifier:
         return predictor
 
     def warm_up(self) -> None:
-        """One full batch before the server accepts requests, so /readyz means fast answers."""
+        """A full batch before the server accepts requests, so /readyz means fast answers.
+
+        A compiled model also runs a batch of one: Inductor builds a graph for any batch
+        size and one specialised for size 1, and both are built here, not on a request.
+        """
         started = time.perf_counter()
-        size = (settings.max_batch_size, self.preprocessing.height, self.preprocessing.width, 3)
-        self.predictor(np.zeros(size, dtype=np.uint8))
+        sizes = [settings.max_batch_size]
+        if settings.compile and settings.max_batch_size > 1:
+            sizes.append(1)
+        for batch in sizes:
+            shape = (batch, self.preprocessing.height, self.preprocessing.width, 3)
+            self.predictor(np.zeros(shape, dtype=np.uint8))
         logger.info(
-            "serving %s on %s: warm-up with a batch of %d took %.2fs",
+            "serving %s on %s: warm-up with a batch of %d%s took %.2fs",
             self.tag,
             self.predictor.device,
             settings.max_batch_size,
+            " and one of 1 (compiling)" if settings.compile else "",
             time.perf_counter() - started,
         )
 
