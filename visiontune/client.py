@@ -77,6 +77,13 @@ class RequestLimits:
 
     max_images: int = 64
     max_body_bytes: int = 32 * 1024 * 1024
+    max_batch_size: int = 32
+
+    @property
+    def files_per_request(self) -> int:
+        """One forward pass's worth: a larger request waits for several passes in one
+        queue, and its images may outlast the service's queueing limit (a 503)."""
+        return min(self.max_images, self.max_batch_size)
 
 
 def request_limits(client: httpx.Client) -> RequestLimits:
@@ -90,6 +97,7 @@ def request_limits(client: httpx.Client) -> RequestLimits:
     return RequestLimits(
         max_images=int(serving.get("max_images", defaults.max_images)),
         max_body_bytes=int(serving.get("max_body_bytes", defaults.max_body_bytes)),
+        max_batch_size=int(serving.get("max_batch_size", defaults.max_batch_size)),
     )
 
 

@@ -178,10 +178,12 @@ def test_pack_splits_by_image_count_and_body_size(tmp_path):
 
 
 def test_request_limits_come_from_the_model_description():
-    serving = {"max_images": 8, "max_body_bytes": 1024}
+    serving = {"max_images": 8, "max_body_bytes": 1024, "max_batch_size": 4}
     described = httpx.MockTransport(lambda request: httpx.Response(200, json={"serving": serving}))
     with httpx.Client(transport=described, base_url="http://fake") as c:
-        assert client.request_limits(c) == client.RequestLimits(8, 1024)
+        assert client.request_limits(c) == client.RequestLimits(8, 1024, 4)
+    assert client.RequestLimits(8, 1024, 4).files_per_request == 4
+    assert client.RequestLimits(8, 1024, 32).files_per_request == 8
     silent = httpx.MockTransport(lambda request: httpx.Response(404))
     with httpx.Client(transport=silent, base_url="http://fake") as c:
         assert client.request_limits(c) == client.RequestLimits()

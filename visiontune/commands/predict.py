@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size",
         type=int,
-        help="most images per request (default and ceiling: the service's limit from /model)",
+        help="most images per request (default: the service's batch size; at most its "
+        "per-request limit; both from /model)",
     )
     parser.add_argument("--concurrency", type=int, default=4, help="requests at a time (default 4)")
     parser.add_argument(
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
         check_ready(client, args.url)
         limits = request_limits(client)
-        per_request = min(args.batch_size or limits.max_images, limits.max_images)
+        per_request = min(args.batch_size or limits.files_per_request, limits.max_images)
         batches = pack(files, per_request, limits.max_body_bytes)
         with ThreadPoolExecutor(args.concurrency) as pool:
             answers = [
