@@ -4,12 +4,11 @@ The benchmark model of ``serve_throughput`` (DeiT-tiny size, 224 px, fp32) is se
 by ``bentoml serve service:ImageClassifier`` with its defaults, pinned to the
 servers' CPUs; ``visiontune predict FOLDER --json`` runs in this process on the
 client's core against a folder of ``--files`` JPEGs (640x480, as in
-``serve_throughput``) in three ways, alternating over ``--rounds``:
+``serve_throughput``) in two ways, alternating over ``--rounds``:
 
-- ``one_per_request_sequential``: ``--batch-size 1 --concurrency 1``;
 - ``one_per_request``: ``--batch-size 1`` and the default concurrency (4);
-- ``packed``: the defaults: a batch of files per request (the service's
-  ``max_batch_size`` from ``GET /model``), 4 requests at a time.
+- ``packed``: the defaults: 4 requests at a time that together fill one batch of
+  the service (its ``max_batch_size`` from ``GET /model`` / 4 files each).
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from benchmarks.common import median, parser, rotations, write_result
 from benchmarks.serve_throughput import CLIENT_CPUS, make_images, make_servers, store_model
 
 WAYS = {
-    "one_per_request_sequential": ["--batch-size", "1", "--concurrency", "1"],
     "one_per_request": ["--batch-size", "1"],
     "packed": [],
 }

@@ -437,9 +437,8 @@ def _cpu_precision(result: dict) -> str:
 def _packing(result: dict) -> str:
     """visiontune predict: files per second, one image per request vs packed."""
     described = {
-        "one_per_request_sequential": "one file per request, one request at a time",
         "one_per_request": "one file per request, 4 at a time",
-        "packed": "packed, a batch per request, 4 requests at a time (the default)",
+        "packed": "packed: 4 requests at a time that fill one batch (the default)",
     }
     rates = result["files_per_second"]
     lines = [
@@ -455,7 +454,7 @@ def _packing(result: dict) -> str:
     for way, rate in rates.items():
         lines.append(
             f"| {described.get(way, way)} | `{result['ways'][way]}` | {rate:.1f} | "
-            f"{rate / rates['one_per_request_sequential']:.2f}x |"
+            f"{rate / rates['one_per_request']:.2f}x |"
         )
     lines += ["", f"Reproduce: `{result['command']}`"]
     return "\n".join(lines)

@@ -79,11 +79,11 @@ class RequestLimits:
     max_body_bytes: int = 32 * 1024 * 1024
     max_batch_size: int = 32
 
-    @property
-    def files_per_request(self) -> int:
-        """One forward pass's worth: a larger request waits for several passes in one
-        queue, and its images may outlast the service's queueing limit (a 503)."""
-        return min(self.max_images, self.max_batch_size)
+    def files_per_request(self, concurrency: int) -> int:
+        """Files per request so that ``concurrency`` requests in flight fill one batch: the
+        service's batching joins them into one forward pass, and no image queues behind
+        passes of the same client (a long queue outlasts the service's wait limit: 503)."""
+        return min(self.max_images, max(1, self.max_batch_size // concurrency))
 
 
 def request_limits(client: httpx.Client) -> RequestLimits:

@@ -11,7 +11,7 @@ from tests.support.servers import LIMITS, serving
 def test_a_compiled_model_serves_the_same_labels(
     server, digits_model, tmp_path_factory, digit_files
 ):
-    paths = [paths[60] for paths in list(digit_files.values())[:8]]
+    paths = [paths[45] for paths in list(digit_files.values())[:8]]
     env = {"VISIONTUNE_MODEL": digits_model, "VISIONTUNE_COMPILE": "1", **LIMITS}
     with serving(tmp_path_factory.mktemp("home-compile"), env) as compiled:
         one = compiled.classify(paths[:1])

@@ -182,8 +182,9 @@ def test_request_limits_come_from_the_model_description():
     described = httpx.MockTransport(lambda request: httpx.Response(200, json={"serving": serving}))
     with httpx.Client(transport=described, base_url="http://fake") as c:
         assert client.request_limits(c) == client.RequestLimits(8, 1024, 4)
-    assert client.RequestLimits(8, 1024, 4).files_per_request == 4
-    assert client.RequestLimits(8, 1024, 32).files_per_request == 8
+    assert client.RequestLimits(64, 1024, 32).files_per_request(concurrency=4) == 8
+    assert client.RequestLimits(4, 1024, 32).files_per_request(concurrency=1) == 4
+    assert client.RequestLimits(64, 1024, 2).files_per_request(concurrency=4) == 1
     silent = httpx.MockTransport(lambda request: httpx.Response(404))
     with httpx.Client(transport=silent, base_url="http://fake") as c:
         assert client.request_limits(c) == client.RequestLimits()

@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size",
         type=int,
-        help="most images per request (default: the service's batch size; at most its "
-        "per-request limit; both from /model)",
+        help="most images per request (default: the service's batch size shared by the "
+        "requests in flight; at most its per-request limit; both from /model)",
     )
     parser.add_argument("--concurrency", type=int, default=4, help="requests at a time (default 4)")
     parser.add_argument(
@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
         check_ready(client, args.url)
         limits = request_limits(client)
-        per_request = min(args.batch_size or limits.files_per_request, limits.max_images)
+        per_request = args.batch_size or limits.files_per_request(args.concurrency)
+        per_request = min(per_request, limits.max_images)
         batches = pack(files, per_request, limits.max_body_bytes)
         with ThreadPoolExecutor(args.concurrency) as pool:
             answers = [
