@@ -23,6 +23,9 @@ def write(page: Path = PAGE) -> Path:
         ("transfer", _transfer),
         ("robustness", _robustness),
         ("serve_throughput", _serving),
+        ("serve_profile", _profile),
+        ("cpu_precision", _cpu_precision),
+        ("predict_packing", _packing),
     ):
         result = _load(RESULTS / f"{name}.json")
         parts.append(render(result) if result else _missing(name))
@@ -40,10 +43,11 @@ def _intro() -> str:
 # Benchmarks
 
 `make bench` runs every script in `benchmarks/` (`python -m benchmarks.run`, about
-25 minutes on 2 cores), writes `benchmarks/results/*.json` and rebuilds this page
+45 minutes on 2 cores), writes `benchmarks/results/*.json` and rebuilds this page
 from them. Each script also runs alone, `--quick` for a short sanity run:
 `python -m benchmarks.train_throughput`, `benchmarks.transfer`,
-`benchmarks.robustness`, `benchmarks.serve_throughput`. Models are built from configs with random or
+`benchmarks.robustness`, `benchmarks.serve_throughput`, `benchmarks.serve_profile`,
+`benchmarks.cpu_precision`, `benchmarks.predict_packing`. Models are built from configs with random or
 project-trained weights and kept in a temporary BentoML store; nothing is
 downloaded. A serving run on another device or in another precision
 (`--device cuda`, `--dtype bf16`) is kept in its own results file and gets its
@@ -353,8 +357,8 @@ def _breakdown_table(result: dict) -> list[str]:
         "",
         "| server | concurrency | CPU ms/image | decode ms (wall) | inference ms (wall) | "
         "other ms | "
-        "mean batch | CPU busy |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "mean batch | CPU busy | cores used | images/s per core |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
 
     def cell(value, pattern="{:.1f}"):
@@ -367,7 +371,9 @@ def _breakdown_table(result: dict) -> list[str]:
             f"{cell(server.get('inference_ms_per_image'))} | "
             f"{cell(server.get('other_ms_per_image'))} | "
             f"{cell(server.get('mean_batch_size'))} | "
-            f"{cell(server.get('cpu_busy_share'), '{:.0%}')} |"
+            f"{cell(server.get('cpu_busy_share'), '{:.0%}')} | "
+            f"{cell(server.get('cores_used'), '{:.2f}')} | "
+            f"{cell(server.get('images_per_core_second'))} |"
         )
     return lines
 
@@ -393,24 +399,160 @@ def _other_serving_runs() -> str:
 
 
 def _run_title(path: Path) -> str:
-    _, device, *_, dtype = path.stem.split("-")
-    where = "a GPU" if device == "cuda" else f"{device.upper()} in {dtype}"
-    return f"## Serving on {where} ({path.stem})"
+    result = _load(path)
+    device, dtype = result["device"], result["dtype"]
+    where = f"a GPU in {dtype}" if device == "cuda" else f"{device.upper()} in {dtype}"
+    decode = ", JPEGs decoded on the GPU" if result.get("gpu_decode") else ""
+    return f"## Serving on {where}{decode} ({path.stem})"
 
 
 GPU_PENDING = f"""
 ## Serving on a GPU
 
-Pending: no session with a GPU has run it yet. The target there is the service
-at concurrency 32 reaching at least 0.7 of the in-process limit with ViT-B/16 in
-bf16. On a machine with CUDA, run as is:
+Pending: no machine with a GPU has run it yet. What runs there: ViT-B/16 at 224 in
+bf16 and DeiT-tiny in bf16, each with CPU decoding and with nvJPEG decoding
+(`VISIONTUNE_GPU_DECODE=1`), at concurrency 1-256: the in-process limit including
+decoding, the service with adaptive batching, batching off, and the baseline, with
+the CPU cores each server used and its images/s per core. The target is the service
+at concurrency 32 reaching at least 0.8 of the in-process limit including decoding.
+On a machine with CUDA, one script runs the GPU tests, every configuration and this
+page's rebuild (`QUICK=1` for a one-minute check of the setup first):
 
 ```bash
-make install && .venv/bin/pip install -e '.[bench]'
-.venv/bin/{GPU_COMMAND}
-.venv/bin/python -m benchmarks.report   # adds the GPU section to this page
+make install && .venv/bin/pip install -e '.[bench]' 'torchvision==0.28.0'
+benchmarks/gpu_check.sh
 ```
+
+One configuration alone: `.venv/bin/{GPU_COMMAND} --concurrency 1,8,32,64,128,256`.
 """
+
+
+def _profile(result: dict) -> str:
+    """Where the service's CPU time per image goes, by component (py-spy)."""
+    runs = result["runs"]
+    names = {
+        "bentoml_defaults": "access log and tracing on (BentoML's defaults)",
+        "service": "the service's defaults",
+    }
+    components = list(dict.fromkeys(c for run in runs.values() for c in run["ms_per_image"]))
+    lines = [
+        "## Where the service's CPU time goes (per-request overhead)",
+        "",
+        f"`python -m benchmarks.serve_profile`: the serving benchmark's model and request "
+        f"(one 640x480 JPEG per `POST /classify`, concurrency {result['concurrency']}, fp32), "
+        f"sampled by py-spy (on-CPU samples of every server process, 100 Hz, "
+        f"{result['seconds']:g}s per configuration). The server's CPU time per image over the "
+        "window is split by the share of samples whose stack reaches each component (forward "
+        "pass and decoding first, so the rest is overhead per request).",
+        "",
+        "| component | " + " | ".join(names.get(n, n) for n in runs) + " |",
+        "| --- |" + " ---: |" * len(runs),
+    ]
+    for component in components:
+        cells = [f"{run['ms_per_image'].get(component, 0.0):.2f}" for run in runs.values()]
+        lines.append(f"| {component} (ms/image) | " + " | ".join(cells) + " |")
+    for key, label, pattern in (
+        ("cpu_ms_per_image", "CPU ms per image", "{:.1f}"),
+        ("images_per_second", "images/s while sampled", "{:.1f}"),
+    ):
+        cells = [pattern.format(run[key]) for run in runs.values()]
+        lines.append(f"| **{label}** | " + " | ".join(cells) + " |")
+    overhead = {
+        name: sum(
+            ms
+            for component, ms in run["ms_per_image"].items()
+            if component not in ("forward pass", "decoding and resizing")
+        )
+        for name, run in runs.items()
+    }
+    lines += [
+        "",
+        "Overhead outside decoding and the forward pass, ms per image: "
+        + ", ".join(f"{names.get(n, n)} {ms:.2f}" for n, ms in overhead.items())
+        + ". The largest frames within each component of the service's own run: "
+        + "; ".join(
+            f"{component}: "
+            + ", ".join(f"`{frame}` {share:.0%}" for frame, share in frames.items())
+            for component, frames in runs.get("service", {}).get("top_frames", {}).items()
+            if component not in ("forward pass", "decoding and resizing")
+        )
+        + ".",
+        "",
+        f"Reproduce: `{result['command']}`",
+    ]
+    return "\n".join(lines)
+
+
+def _cpu_precision(result: dict) -> str:
+    """fp32, bf16, int8 and compiled: speed on the serving model, accuracy on the digits."""
+    accuracy, speed = result["accuracy"], result["speed"]
+    rates = speed["images_per_second"]
+    lines = [
+        "## CPU precision and torch.compile",
+        "",
+        f"`python -m benchmarks.cpu_precision`. This CPU has native bf16: "
+        f"{'yes' if result['native_bf16'] else 'no'}. Speed: the serving benchmark's model "
+        f"(DeiT-tiny size, 224 px) through `contract.predictor.Predictor` as the service sets "
+        f"it up, one torch thread on CPU {_cpus(result['cpus'])}, medians over "
+        f"{result['rounds']} rounds of {result['seconds_per_measure']:g}s; compiled variants "
+        "include the service's warm-up (a full batch, then one of 1) in their compile time.",
+        "",
+        "| variant | batch 1 images/s | batch 32 images/s | vs fp32 at 32 | compile s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    base = rates["fp32"]["32"]
+    for variant, row in rates.items():
+        compile_s = speed["compile_seconds"].get(variant)
+        lines.append(
+            f"| {variant} | {row['1']:.1f} | {row['32']:.1f} | {row['32'] / base:.2f}x | "
+            f"{f'{compile_s:.0f}' if compile_s is not None else ''} |"
+        )
+    lines += [
+        "",
+        f"Accuracy: a small ViT (16 px) trained on the digits, scored on the "
+        f"{accuracy['test_images']} held-out test images:",
+        "",
+        "| precision | accuracy | top-1 agreement with fp32 | largest score change |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for variant, row in accuracy["variants"].items():
+        lines.append(
+            f"| {variant} | {row['accuracy']:.4f} | {row['top1_agreement_with_fp32']:.2%} | "
+            f"{row['max_score_change']:.4f} |"
+        )
+    lines += [
+        "",
+        f"The warm-up check of `VISIONTUNE_PRECISION=auto` on this model: {accuracy['auto_check']}.",
+        "",
+        _machine(result),
+    ]
+    return "\n".join(lines)
+
+
+def _packing(result: dict) -> str:
+    """visiontune predict: files per second, one image per request vs packed."""
+    described = {
+        "one_per_request": "one file per request, 4 at a time",
+        "packed": "packed: 4 requests at a time that fill one batch (the default)",
+    }
+    rates = result["files_per_second"]
+    lines = [
+        "## `visiontune predict` on a folder",
+        "",
+        f"`python -m benchmarks.predict_packing`: {result['files']} JPEGs (640x480) in one "
+        "folder classified by `visiontune predict FOLDER --json` against the service with its "
+        f"defaults (the serving benchmark's model, fp32), median of {result['rounds']} rounds:",
+        "",
+        "| client | options | files/s | vs one per request |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    for way, rate in rates.items():
+        lines.append(
+            f"| {described.get(way, way)} | `{result['ways'][way]}` | {rate:.1f} | "
+            f"{rate / rates['one_per_request']:.2f}x |"
+        )
+    lines += ["", f"Reproduce: `{result['command']}`"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

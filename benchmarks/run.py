@@ -23,6 +23,8 @@ BENCHMARKS = {
     "transfer": ["--threads", "1"],
     "robustness": ["--threads", "1"],
     "serve_throughput": [],
+    "serve_profile": [],
+    "predict_packing": [],
 }
 
 

@@ -37,6 +37,7 @@ class Predictor:
         self.temperature = temperature
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
+        self.quantized = False
 
     @classmethod
     def from_folder(
@@ -66,13 +67,25 @@ class Predictor:
 
     @property
     def precision(self) -> str:
+        if self.quantized:
+            return "int8"
         return str(self.autocast_dtype or torch.float32).removeprefix("torch.")
+
+    def quantize_linear_layers(self) -> None:
+        """int8 dynamic quantization of the linear layers, for CPUs: weights stored in int8,
+        activations quantized batch by batch; everything else stays fp32."""
+        if self.device.type != "cpu":
+            raise ValueError("int8 dynamic quantization runs on CPU only")
+        self.model = torch.ao.quantization.quantize_dynamic(
+            self.model, {torch.nn.Linear}, dtype=torch.qint8
+        )
+        self.quantized = True
 
     @torch.inference_mode()
     def logits(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 to uncalibrated float32 logits (B, labels), on the CPU."""
         batch = torch.as_tensor(pixels)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and batch.device.type == "cpu":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
         else:
             batch = batch.to(self.device)

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from contract.precision import choose_cpu_precision, cpu_has_native_bf16
 from contract.predictor import Predictor
 from contract.savedmodel import MODEL_ENV, ModelMetadata
 from contract.stages import StageError, resolve, stage_of
@@ -36,6 +37,7 @@ from service import batching, limits, logs
 from service.auth import BearerAuth, configured_token
 from service.deadworkers import ForgetDeadWorkers
 from service.faults import BatchFailureAnswer, run_batch
+from service.gpu_decode import GpuJpegDecoder, nvjpeg, stack_pixels, torchvision_available
 from service.inputs import Base64Images, BodyLimit, Decoded, ImageFiles, decode_images
 from service.metrics import PredictionMetrics
 from service.settings import settings
@@ -45,6 +47,7 @@ batching.install()  # before BentoML builds this service's batching dispatchers
 limits.install()  # before BentoML builds its middlewares
 logs.log_rejections_briefly()
 settings.check_precision(has_gpu=torch.cuda.is_available())
+settings.check_gpu_decode(torch.cuda.is_available(), torchvision_available())
 
 
 class LabelScore(BaseModel):
@@ -81,7 +84,7 @@ def resolve_model(ref: str) -> bentoml.Tag:
 
 
 @bentoml.asgi_app(model_info)
-@bentoml.service(workers=settings.workers, traffic=settings.traffic)
+@bentoml.service(workers=settings.workers, **settings.bentoml_config)
 class ImageClassifier:
     stored_model = bentoml.models.BentoModel(resolve_model(settings.model))
 
@@ -109,11 +112,15 @@ class ImageClassifier:
             "serving": {
                 "device": str(self.predictor.device),
                 "precision": self.predictor.precision,
+                "precision_reason": self.precision_reason,
+                "compiled": settings.compile,
                 "max_batch_size": settings.max_batch_size,
                 "max_latency_ms": settings.max_latency_ms,
                 "workers": settings.workers,
                 "max_concurrency": settings.max_concurrency,
                 "decode_threads": settings.decode_slots(),
+                "max_images": settings.max_images,
+                "max_body_bytes": settings.max_body_bytes,
             },
         }
         self.warm_up()
@@ -131,20 +138,38 @@ class ImageClassifier:
         predictor = Predictor.from_folder(
             path, self.metadata, device=device, autocast_dtype=_autocast_dtype(device)
         )
+        if settings.precision == "int8":
+            predictor.quantize_linear_layers()
+        self.precision_reason = _choose_precision(predictor)
+        logger.info("serving in %s: %s", predictor.precision, self.precision_reason)
         if settings.compile:
-            predictor.model = torch.compile(predictor.model)
+            predictor.model = torch.compile(predictor.model, dynamic=True)
+        self.gpu_jpegs = (
+            GpuJpegDecoder(predictor.preprocessing, settings.max_pixels, nvjpeg(device))
+            if settings.gpu_decode
+            else None
+        )
         return predictor
 
     def warm_up(self) -> None:
-        """One full batch before the server accepts requests, so /readyz means fast answers."""
+        """A full batch before the server accepts requests, so /readyz means fast answers.
+
+        A compiled model also runs a batch of one: Inductor builds a graph for any batch
+        size and one specialised for size 1, and both are built here, not on a request.
+        """
         started = time.perf_counter()
-        size = (settings.max_batch_size, self.preprocessing.height, self.preprocessing.width, 3)
-        self.predictor(np.zeros(size, dtype=np.uint8))
+        sizes = [settings.max_batch_size]
+        if settings.compile and settings.max_batch_size > 1:
+            sizes.append(1)
+        for batch in sizes:
+            shape = (batch, self.preprocessing.height, self.preprocessing.width, 3)
+            self.predictor(np.zeros(shape, dtype=np.uint8))
         logger.info(
-            "serving %s on %s: warm-up with a batch of %d took %.2fs",
+            "serving %s on %s: warm-up with a batch of %d%s took %.2fs",
             self.tag,
             self.predictor.device,
             settings.max_batch_size,
+            " and one of 1 (compiling)" if settings.compile else "",
             time.perf_counter() - started,
         )
 
@@ -154,14 +179,15 @@ class ImageClassifier:
         Blocking: runs in a worker thread. Every bad image is named in one 400.
         """
         started = time.perf_counter()
-        arrays = decode_images(images, self.preprocessing)
+        on_gpu = self.gpu_jpegs(images) if self.gpu_jpegs else {}
+        arrays = decode_images(images, self.preprocessing, decoded=on_gpu)
         self.metrics.collectors.preprocess_seconds.observe(time.perf_counter() - started)
         return arrays
 
     def predict(self, images: list[Decoded]) -> list[Prediction]:
         """One forward pass over a batch, which may mix images of several requests."""
         started = time.perf_counter()
-        probabilities = run_batch(self.predictor, np.stack([image.pixels for image in images]))
+        probabilities = run_batch(self.predictor, stack_pixels([image.pixels for image in images]))
         self.metrics.collectors.inference_seconds.observe(time.perf_counter() - started)
         predictions = [
             self.encode(row, image.top_k) for row, image in zip(probabilities, images, strict=True)
@@ -219,6 +245,17 @@ def public_name(source: str) -> str:
     if source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source:
         return f"local folder {PurePath(source).name}"
     return source
+
+
+def _choose_precision(predictor: Predictor) -> str:
+    """Why ``predictor`` runs in its precision; auto on a CPU decides here (bf16 or fp32)."""
+    if settings.precision != "auto":
+        return f"VISIONTUNE_PRECISION={settings.precision}"
+    if predictor.device.type != "cpu":
+        return "auto: the GPU's half precision (bf16 where supported, else fp16)"
+    choice = choose_cpu_precision(predictor, cpu_has_native_bf16())
+    predictor.autocast_dtype = choice.autocast_dtype
+    return choice.reason
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:

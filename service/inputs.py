@@ -208,16 +208,23 @@ async def _decode(images: list[bytes] | list[str], top_k: int) -> list[Decoded]:
 
 
 def decode_images(
-    images: list[bytes] | list[str], preprocessing: Preprocessing
+    images: list[bytes] | list[str],
+    preprocessing: Preprocessing,
+    decoded: dict[int, np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """Image files (bytes, or base64 text) to model-size (height, width, 3) uint8 arrays.
 
     Blocking: runs in a worker thread. Every header is read first: the problems found
     there (and a request over ``VISIONTUNE_MAX_REQUEST_PIXELS``) are named in one 400
     before any pixel is decoded; then the problems of decoding are named in one 400.
+    ``decoded`` holds the images already decoded elsewhere (on the GPU), by index.
     """
+    decoded = decoded or {}
     opened, errors = [], []
     for index, image in enumerate(images):
+        if index in decoded:
+            opened.append(None)
+            continue
         try:
             data = decode_base64(image, index) if isinstance(image, str) else image
             opened.append(open_image(data, max_pixels=settings.max_pixels))
@@ -230,6 +237,9 @@ def decode_images(
     _check_request_pixels(opened)
     arrays = []
     for index, image in enumerate(opened):
+        if image is None:
+            arrays.append(decoded[index])
+            continue
         try:
             arrays.append(
                 preprocessing.resize(load_image(image, draft_size=preprocessing.draft_size))
@@ -241,8 +251,8 @@ def decode_images(
     return arrays
 
 
-def _check_request_pixels(images: list[Image.Image]) -> None:
-    total = sum(image.width * image.height for image in images)
+def _check_request_pixels(images: list[Image.Image | None]) -> None:
+    total = sum(image.width * image.height for image in images if image is not None)
     if total > settings.max_request_pixels:
         message = (
             f"the images hold {total} pixels together, over the limit of "

@@ -75,13 +75,28 @@ class Settings(BaseModel):
     drift_window: int = Field(
         1000, ge=1, description="Recent predictions per worker compared with the training labels."
     )
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
         "auto",
-        description="Inference precision. auto: bf16 on a GPU that has it (else fp16), fp32 on "
-        "CPU. bf16 also runs on CPU, fast where it has AVX512-BF16 or AMX (BENCHMARKS.md).",
+        description="Inference precision. auto: bf16 on a GPU that has it (else fp16); on a CPU "
+        "with native bf16 (AVX512-BF16 or AMX) bf16 if it passes the warm-up check against "
+        "fp32 (contract.precision), else fp32. int8: dynamic quantization of the linear "
+        "layers, CPU only.",
     )
     compile: bool = Field(
         False, description="torch.compile the model (slower start, faster steps)."
+    )
+    access_log: bool = Field(
+        False, description="BentoML's access log: one line per request, at a CPU cost per request."
+    )
+    tracing: bool = Field(
+        False,
+        description="OpenTelemetry spans for every request; the exporter is set in BentoML's "
+        "configuration (tracing.exporter_type). Off: no span work per request.",
+    )
+    gpu_decode: bool = Field(
+        False,
+        description="Decode the JPEGs of a batch on the GPU (nvJPEG through torchvision); other "
+        "formats decode on the CPU. Needs CUDA and torchvision.",
     )
     threads: int | None = Field(
         None, ge=1, description="Torch CPU threads per worker; default: the CPUs shared by workers."
@@ -150,15 +165,43 @@ class Settings(BaseModel):
         """Refuse a precision this machine can't run (at import, before workers start)."""
         if self.precision == "fp16" and not has_gpu:
             raise ValueError(f"{PREFIX}PRECISION=fp16 needs a GPU; on CPU use bf16 or fp32")
+        if self.precision == "int8" and has_gpu:
+            raise ValueError(
+                f"{PREFIX}PRECISION=int8 quantizes for CPUs only; on a GPU use auto, bf16 or fp16"
+            )
+
+    def check_gpu_decode(self, has_gpu: bool, has_torchvision: bool) -> None:
+        """Refuse GPU decoding on a machine that can't do it (at import, like the precision)."""
+        if self.gpu_decode and not (has_gpu and has_torchvision):
+            missing = "a CUDA GPU" if not has_gpu else "torchvision (the GPU image has it)"
+            raise ValueError(f"{PREFIX}GPU_DECODE=1 needs {missing}; unset it to decode on CPU")
+
+    @property
+    def bentoml_config(self) -> dict[str, Any]:
+        """Service configuration for ``@bentoml.service``: the access log and tracing as set,
+        and the traffic limits.
+
+        With tracing off every path is excluded from BentoML's OpenTelemetry middleware,
+        which otherwise opens a span per request even when no exporter is configured. A
+        BentoML configuration file (``BENTOML_CONFIG``) still overrides both.
+        """
+        config: dict[str, Any] = {
+            "logging": {"access": {"enabled": self.access_log}},
+            "traffic": self.traffic,
+        }
+        if not self.tracing:
+            config["tracing"] = {"excluded_urls": ".*"}
+        return config
 
     def autocast_dtype(self, device: str, gpu_has_bf16: bool = False) -> str | None:
         """The ``torch.autocast`` dtype ``precision`` means on ``device`` ("cpu" or "cuda");
-        None is fp32 (no autocast)."""
+        None is fp32 (no autocast); so is int8, whose quantized layers need none. On CPU,
+        auto's bf16 is decided at warm-up (contract.precision)."""
         if self.precision == "auto":
             if device != "cuda":
                 return None
             return "bfloat16" if gpu_has_bf16 else "float16"
-        return {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}[self.precision]
+        return {"fp32": None, "bf16": "bfloat16", "fp16": "float16", "int8": None}[self.precision]
 
     def cpu_threads(self) -> int:
         """Torch threads per worker: ``threads`` if set, else the CPUs this container may use

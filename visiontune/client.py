@@ -1,16 +1,18 @@
 """The service's HTTP contract from the client side: readiness, and classifying files.
 
-It speaks HTTP only (``POST /classify``), so it needs nothing of the model. A
-batch the service refuses because of some files is sent again without them, so
-one corrupt file costs only its own answer. A request that lost its connection or
-was answered 503 is sent once more (classifying is idempotent). ``visiontune
-predict`` is built on it.
+It speaks HTTP only (``POST /classify``), so it needs nothing of the model. Files
+are packed into requests within the service's limits (images per request, body
+size: ``GET /model`` says them), and a batch the service refuses because of some
+files is sent again without them, so one corrupt file costs only its own answer. A
+request that lost its connection or was answered 503 is sent once more
+(classifying is idempotent). ``visiontune predict`` is built on it.
 """
 
 from __future__ import annotations
 
 import mimetypes
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -22,6 +24,8 @@ DEFAULT_URL = "http://127.0.0.1:3000"
 RETRYABLE = (httpx.NetworkError, httpx.RemoteProtocolError)
 RETRY_PAUSE_S = 0.5
 MAX_RETRY_AFTER_S = 10.0
+# a multipart part's headers and boundary, counted against the body limit with its file
+PART_OVERHEAD_BYTES = 1024
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -70,6 +74,61 @@ def check_ready(client: httpx.Client, url: str) -> None:
         raise ClientError(f"cannot reach the service at {url} ({_reason(err)})") from None
     if response.status_code != 200:
         raise ClientError(f"the service at {url} is not ready (HTTP {response.status_code})")
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """How much one request may carry: the service's own defaults unless it says otherwise."""
+
+    max_images: int = 64
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_batch_size: int = 32
+
+    def files_per_request(self, concurrency: int) -> int:
+        """Files per request so that ``concurrency`` requests in flight fill one batch: the
+        service's batching joins them into one forward pass, and no image queues behind
+        passes of the same client (a long queue outlasts the service's wait limit: 503)."""
+        return min(self.max_images, max(1, self.max_batch_size // concurrency))
+
+
+def request_limits(client: httpx.Client) -> RequestLimits:
+    """The limits in ``GET /model``'s ``serving`` section; the defaults where it has none."""
+    try:
+        response = client.get("/model")
+        serving = response.json().get("serving", {}) if response.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError, AttributeError):
+        serving = {}
+    defaults = RequestLimits()
+    return RequestLimits(
+        max_images=int(serving.get("max_images", defaults.max_images)),
+        max_body_bytes=int(serving.get("max_body_bytes", defaults.max_body_bytes)),
+        max_batch_size=int(serving.get("max_batch_size", defaults.max_batch_size)),
+    )
+
+
+def pack(files: list[Path], max_images: int, max_body_bytes: int) -> list[list[Path]]:
+    """Consecutive requests of at most ``max_images`` files whose bodies stay within
+    ``max_body_bytes``; a file too large for any request goes alone (the service says why)."""
+    requests: list[list[Path]] = []
+    current: list[Path] = []
+    size = 0
+    for path in files:
+        part = _file_size(path) + PART_OVERHEAD_BYTES
+        if current and (len(current) == max_images or size + part > max_body_bytes):
+            requests.append(current)
+            current, size = [], 0
+        current.append(path)
+        size += part
+    if current:
+        requests.append(current)
+    return requests
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # classify reports it as unreadable
+        return 0
 
 
 def classify(client: httpx.Client, files: list[Path], top_k: int) -> list[dict]:

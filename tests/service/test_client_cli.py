@@ -40,3 +40,17 @@ def test_predict_files_as_a_table(server, digit_files, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["PATH", "LABEL", "SCORE"]
     assert [line.split()[0] for line in lines[1:]] == paths
+
+
+def test_predict_packs_a_folder_into_requests_within_the_service_limit(
+    server, digit_files, tmp_path, capsys
+):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for path in digit_files["4"][:20]:
+        shutil.copy(path, folder / path.name)
+    # the server takes 8 images a request (LIMITS); 50 asked for is cut to 8, not refused
+    assert run(str(folder), "--url", server.url, "--json", "--batch-size", "50") == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert len(answers) == 20 and all("error" not in a for a in answers)
+    assert server.client.get("/model").json()["serving"]["max_images"] == 8

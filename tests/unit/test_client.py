@@ -137,7 +137,11 @@ def test_json_output_and_exit_code(monkeypatch, tmp_path, capsys):
         (tmp_path / name).write_bytes(b"x")
     transport = httpx.MockTransport(
         lambda request: (
-            httpx.Response(200) if request.url.path == "/readyz" else fake_service(request)
+            httpx.Response(200)
+            if request.url.path == "/readyz"
+            else httpx.Response(404)
+            if request.url.path == "/model"
+            else fake_service(request)
         )
     )
     real_client = httpx.Client
@@ -197,3 +201,40 @@ def test_classify_retries_only_once(tmp_path, monkeypatch):
     with httpx.Client(transport=httpx.MockTransport(full), base_url="http://fake") as c:
         assert client.classify(c, [image], top_k=1)[0]["error"].startswith("HTTP 503")
     assert (lost.requests, full.requests) == (2, 2)
+
+
+def sized(folder, sizes: list[int]) -> list:
+    paths = []
+    for i, size in enumerate(sizes):
+        paths.append(folder / f"{i}.png")
+        paths[-1].write_bytes(b"x" * size)
+    return paths
+
+
+def test_pack_splits_by_image_count_and_body_size(tmp_path):
+    paths = sized(tmp_path, [10] * 5)
+    assert client.pack(paths, max_images=2, max_body_bytes=10**6) == [
+        paths[:2],
+        paths[2:4],
+        [paths[4]],
+    ]
+    big = sized(tmp_path, [3000, 3000, 9000, 10])
+    part = client.PART_OVERHEAD_BYTES
+    assert client.pack(big, max_images=10, max_body_bytes=2 * (3000 + part)) == [
+        big[:2],
+        [big[2]],  # too large for any request: alone, for the service to name
+        [big[3]],
+    ]
+
+
+def test_request_limits_come_from_the_model_description():
+    serving = {"max_images": 8, "max_body_bytes": 1024, "max_batch_size": 4}
+    described = httpx.MockTransport(lambda request: httpx.Response(200, json={"serving": serving}))
+    with httpx.Client(transport=described, base_url="http://fake") as c:
+        assert client.request_limits(c) == client.RequestLimits(8, 1024, 4)
+    assert client.RequestLimits(64, 1024, 32).files_per_request(concurrency=4) == 8
+    assert client.RequestLimits(4, 1024, 32).files_per_request(concurrency=1) == 4
+    assert client.RequestLimits(64, 1024, 2).files_per_request(concurrency=4) == 1
+    silent = httpx.MockTransport(lambda request: httpx.Response(404))
+    with httpx.Client(transport=silent, base_url="http://fake") as c:
+        assert client.request_limits(c) == client.RequestLimits()

@@ -77,6 +77,7 @@ def test_available_cpus_honours_a_cgroup_quota(tmp_path, monkeypatch):
         ("bf16", "cpu", False, "bfloat16"),
         ("bf16", "cuda", True, "bfloat16"),
         ("fp16", "cuda", True, "float16"),
+        ("int8", "cpu", False, None),
     ],
 )
 def test_precision_to_autocast_dtype(precision, device, gpu_has_bf16, dtype):
@@ -94,7 +95,35 @@ def test_fp16_without_a_gpu_is_refused_with_the_fix():
 
 def test_unknown_precision_is_refused():
     with pytest.raises(ValidationError, match="VISIONTUNE_PRECISION"):
-        Settings.from_env({"VISIONTUNE_PRECISION": "int8"})
+        Settings.from_env({"VISIONTUNE_PRECISION": "int4"})
+
+
+def test_int8_on_a_gpu_is_refused_with_the_fix():
+    settings = Settings.from_env({"VISIONTUNE_PRECISION": "int8"})
+    settings.check_precision(has_gpu=False)
+    with pytest.raises(ValueError, match="PRECISION=int8 quantizes for CPUs only; on a GPU use"):
+        settings.check_precision(has_gpu=True)
+
+
+@pytest.mark.parametrize(
+    ("has_gpu", "has_torchvision", "missing"),
+    [(False, True, "a CUDA GPU"), (False, False, "a CUDA GPU"), (True, False, "torchvision")],
+)
+def test_gpu_decode_without_cuda_or_torchvision_is_refused(has_gpu, has_torchvision, missing):
+    settings = Settings.from_env({"VISIONTUNE_GPU_DECODE": "1"})
+    with pytest.raises(ValueError, match=f"VISIONTUNE_GPU_DECODE=1 needs {missing}"):
+        settings.check_gpu_decode(has_gpu=has_gpu, has_torchvision=has_torchvision)
+    settings.check_gpu_decode(has_gpu=True, has_torchvision=True)
+    Settings().check_gpu_decode(has_gpu=False, has_torchvision=False)
+
+
+def test_access_log_and_tracing_are_off_unless_set():
+    default = Settings.from_env({}).bentoml_config
+    assert default["logging"] == {"access": {"enabled": False}}
+    assert default["tracing"] == {"excluded_urls": ".*"}
+    on = Settings.from_env({"VISIONTUNE_ACCESS_LOG": "1", "VISIONTUNE_TRACING": "true"})
+    assert on.bentoml_config["logging"] == {"access": {"enabled": True}}
+    assert "tracing" not in on.bentoml_config
 
 
 def test_traffic_limits_and_decode_slots(monkeypatch):

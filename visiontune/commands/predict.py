@@ -1,7 +1,7 @@
 """`visiontune predict PATH... --url URL`: classify image files with a running service.
 
-Folders are searched for images; files go in batches, several requests at a
-time. Output is a table or JSON; exit 0 when every file was classified, 1 when
+Folders are searched for images; files are packed into requests up to the
+service's limits (``GET /model``), several requests at a time. Output is a table or JSON; exit 0 when every file was classified, 1 when
 some failed, 2 when nothing ran.
 """
 
@@ -14,7 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from visiontune.client import DEFAULT_URL, ClientError, check_ready, classify, collect_images
+from visiontune.client import (
+    DEFAULT_URL,
+    ClientError,
+    check_ready,
+    classify,
+    collect_images,
+    pack,
+    request_limits,
+)
 from visiontune.errors import EXIT_PARTIAL
 
 NAME = "predict"
@@ -32,7 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
     parser.add_argument(
-        "--batch-size", type=int, default=16, help="images per request (default 16)"
+        "--batch-size",
+        type=int,
+        help="most images per request (default: the service's batch size shared by the "
+        "requests in flight; at most its per-request limit; both from /model)",
     )
     parser.add_argument("--concurrency", type=int, default=4, help="requests at a time (default 4)")
     parser.add_argument(
@@ -43,12 +54,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     for name in ("top_k", "batch_size", "concurrency"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ClientError(f"--{name.replace('_', '-')} must be at least 1")
     files = collect_images(args.paths)
     with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
         check_ready(client, args.url)
-        batches = [files[i : i + args.batch_size] for i in range(0, len(files), args.batch_size)]
+        limits = request_limits(client)
+        per_request = args.batch_size or limits.files_per_request(args.concurrency)
+        per_request = min(per_request, limits.max_images)
+        batches = pack(files, per_request, limits.max_body_bytes)
         with ThreadPoolExecutor(args.concurrency) as pool:
             answers = [
                 answer

@@ -1,0 +1,28 @@
+"""VISIONTUNE_COMPILE=1 on CPU: Inductor builds the model at warm-up and it answers as eager does."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.servers import LIMITS, serving
+
+
+@pytest.mark.slow
+def test_a_compiled_model_serves_the_same_labels(
+    server, digits_model, tmp_path_factory, digit_files
+):
+    paths = [paths[45] for paths in list(digit_files.values())[:8]]
+    env = {"VISIONTUNE_MODEL": digits_model, "VISIONTUNE_COMPILE": "1", **LIMITS}
+    with serving(tmp_path_factory.mktemp("home-compile"), env) as compiled:
+        one = compiled.classify(paths[:1])
+        many = compiled.classify(paths)
+        serving_info = compiled.client.get("/model").json()["serving"]
+        log = compiled.log.read_text()
+    eager = server.classify(paths)
+    assert one.status_code == many.status_code == eager.status_code == 200, many.text
+    assert serving_info["compiled"] is True
+    assert "and one of 1 (compiling)" in log
+    assert [a["label"] for a in many.json()] == [a["label"] for a in eager.json()]
+    assert one.json()[0]["label"] == eager.json()[0]["label"]
+    for a, b in zip(many.json(), eager.json(), strict=True):
+        assert a["score"] == pytest.approx(b["score"], abs=0.05)
