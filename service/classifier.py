@@ -156,14 +156,14 @@ class ImageClassifier:
                 errors.append(InputError("undecodable", message, ("images", index)))
         if errors:
             raise reject(errors)
-        self.metrics.collectors.preprocess_seconds.observe(time.perf_counter() - started)
+        self.metrics.preprocess_seconds.observe(time.perf_counter() - started)
         return arrays
 
     def predict(self, images: list[Decoded]) -> list[Prediction]:
         """One forward pass over a batch, which may mix images of several requests."""
         started = time.perf_counter()
         probabilities = self.predictor(np.stack([image.pixels for image in images]))
-        self.metrics.collectors.inference_seconds.observe(time.perf_counter() - started)
+        self.metrics.inference_seconds.observe(time.perf_counter() - started)
         predictions = [
             self.encode(row, image.top_k) for row, image in zip(probabilities, images, strict=True)
         ]

@@ -14,7 +14,7 @@ describe) is a separate model, ``ImageFilesForm`` or ``Base64Body``.
 Rejections are raised as a pydantic ``ValidationError``, which BentoML answers
 with a 400 and ``{"error": ..., "detail": [{"type": REASON, "loc": [...], "msg": ...}]}``;
 ``BodyLimit`` answers too large a body with a 413 of the same shape before it is read.
-Each rejection counts in ``visiontune_rejected_inputs_total{reason}``.
+Each rejection counts in ``visiontune_rejected_inputs_total{model, reason}``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def reject(errors: Iterable[InputError]) -> ValidationError:
     """Count the rejection and build the exception BentoML turns into a 400."""
     errors = list(errors)
     for reason in {error.reason for error in errors}:
-        metrics.rejected_inputs().labels(reason=reason).inc()
+        metrics.count_rejected(reason)
     details: list[InitErrorDetails] = [
         {"type": PydanticCustomError(e.reason, e.message), "loc": e.loc, "input": None}
         for e in errors
@@ -204,7 +204,7 @@ class BodyLimit:
 
     async def _too_large(self, send) -> None:
         message = f"request body exceeds {self.max_bytes} bytes"
-        metrics.rejected_inputs().labels(reason="body_too_large").inc()
+        metrics.count_rejected("body_too_large")
         detail = [{"type": "body_too_large", "loc": [], "msg": message}]
         payload = json.dumps({"error": message, "detail": detail}).encode()
         headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
