@@ -15,14 +15,16 @@ from pydantic import BaseModel, Field
 
 DEFAULT_MODEL_NAME = "visiontune-classifier"
 MODEL_ENV = "VISIONTUNE_MODEL"
-DEFAULT_MODEL_TAG = f"{DEFAULT_MODEL_NAME}:latest"
+DEFAULT_MODEL_TAG = f"{DEFAULT_MODEL_NAME}@production"
 CONFIG_FILENAME = "visiontune.json"
-STAGE_LABEL = "stage"
 
 
 class Stage(StrEnum):
+    """Where a stored version is in its lifecycle (recorded by ``contract.stages``)."""
+
     candidate = "candidate"
     production = "production"
+    archived = "archived"
 
 
 class Metrics(BaseModel):
@@ -34,6 +36,17 @@ class Metrics(BaseModel):
     ece: float = Field(description="Expected calibration error of the calibrated scores.")
     nll: float = Field(description="Negative log-likelihood of the calibrated scores.")
     n: int = Field(description="Number of images scored.")
+
+
+class Lineage(BaseModel):
+    """Where a retrained model came from (``visiontune retrain``)."""
+
+    parent: str | None = Field(None, description="Tag of the champion it was retrained from.")
+    data: dict[str, str] = Field(
+        default_factory=dict, description="Fingerprint of each data source it was trained on."
+    )
+    held_out: str | None = Field(None, description="The images the gate scored it on.")
+    gate: dict[str, Any] | None = Field(None, description="The gate's verdict against the parent.")
 
 
 class ModelMetadata(BaseModel):
@@ -51,6 +64,7 @@ class ModelMetadata(BaseModel):
     split: dict[str, int] = Field(description="Images per split (train/val/test).")
     training_config: dict[str, Any]
     versions: dict[str, str]
+    lineage: Lineage | None = None
 
     @property
     def label_distribution(self) -> dict[str, float]:

@@ -29,7 +29,8 @@ from starlette.routing import Route
 
 from contract.images import ImageError, decode_image
 from contract.predictor import Predictor
-from contract.savedmodel import STAGE_LABEL, ModelMetadata
+from contract.savedmodel import MODEL_ENV, ModelMetadata
+from contract.stages import StageError, resolve, stage_of
 from service import batching, logs
 from service.inputs import (
     Base64Images,
@@ -73,10 +74,19 @@ async def describe_model(request: Request) -> JSONResponse:
 model_info = Starlette(routes=[Route("/model", describe_model, methods=["GET"])])
 
 
+def resolve_model(ref: str) -> bentoml.Tag:
+    """The exact tag ``VISIONTUNE_MODEL`` names (``NAME@production`` by default), resolved once
+    at import, so ``bentoml build`` packs it; a reference naming nothing stops the start."""
+    try:
+        return resolve(ref)
+    except StageError as err:
+        raise SystemExit(f"visiontune: error: {MODEL_ENV}={ref}: {err}") from None
+
+
 @bentoml.asgi_app(model_info)
 @bentoml.service(workers=settings.workers)
 class ImageClassifier:
-    stored_model = bentoml.models.BentoModel(settings.model)
+    stored_model = bentoml.models.BentoModel(resolve_model(settings.model))
 
     def __init__(self) -> None:
         stored = self.stored_model
@@ -95,7 +105,8 @@ class ImageClassifier:
         )
         self.description = {
             "tag": self.tag,
-            "stage": stored.info.labels.get(STAGE_LABEL),
+            "stage": stage_of(stored.tag).value,
+            "requested": settings.model,
             "created": stored.info.creation_time.isoformat(),
             **self.metadata.model_dump(mode="json"),
             "serving": {

@@ -28,7 +28,11 @@ class Settings(BaseModel):
         frozen=True, alias_generator=lambda name: PREFIX + name.upper(), populate_by_name=True
     )
 
-    model: str = Field(DEFAULT_MODEL_TAG, description="Tag of the stored model to serve.")
+    model: str = Field(
+        DEFAULT_MODEL_TAG,
+        description="Stored model to serve: NAME:VERSION, NAME:latest or NAME@STAGE "
+        "(resolved once at start).",
+    )
     max_batch_size: int = Field(
         32, ge=1, description="Most images in one forward pass; 1 turns adaptive batching off."
     )

@@ -12,7 +12,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contract.savedmodel import DEFAULT_MODEL_NAME, Stage
+from contract.savedmodel import DEFAULT_MODEL_NAME
 
 Strategy = Literal["linear", "partial", "full", "lora"]
 
@@ -94,7 +94,6 @@ class TrainConfig(BaseModel):
         None, description="Run folder for checkpoints and the report (default runs/NAME)."
     )
     resume: bool = Field(False, description="Continue from the checkpoint in the run folder.")
-    stage: Stage = Field(Stage.candidate, description="Lifecycle label of the stored model.")
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:

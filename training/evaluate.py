@@ -203,19 +203,26 @@ def collect_logits(
 def evaluate_stored(tag: str, data_flags: dict, output_dir: Path | None = None) -> Evaluation:
     """Evaluate a model from the store on a dataset whose labels it knows."""
     from training.config import TrainConfig
-    from training.data import ImageSet, load_labelled, make_loader
+    from training.data import load_labelled
     from training.store import load_predictor
 
     predictor, metadata, resolved = load_predictor(tag)
     config = TrainConfig.model_validate({**data_flags, "backbone": metadata.backbone})
     examples = load_labelled(config, metadata.labels)
-    loader = make_loader(ImageSet(examples, predictor.preprocessing), config.batch_size)
-    batches = [(predictor.logits(images), labels) for images, labels in loader]
-    logits = torch.cat([b[0] for b in batches])
-    labels = torch.cat([b[1] for b in batches])
-    evaluation = evaluate_logits(logits, labels, metadata.labels, metadata.temperature)
+    evaluation = evaluate_predictor(predictor, examples, metadata.labels, config.batch_size)
     if output_dir is not None:
         summary = {"tag": str(resolved), "data": config.data, "test": evaluation.as_dict()}
         summary["validation"] = summary["test"]
         write_report(Path(output_dir), summary, [], metadata.labels)
     return evaluation
+
+
+def evaluate_predictor(predictor, examples: list, labels: list[str], batch_size: int) -> Evaluation:
+    """A calibrated predictor's quality on labelled examples (ids in ``labels``' order)."""
+    from training.data import ImageSet, make_loader
+
+    loader = make_loader(ImageSet(examples, predictor.preprocessing), batch_size)
+    batches = [(predictor.logits(images), ids) for images, ids in loader]
+    logits = torch.cat([b[0] for b in batches])
+    ids = torch.cat([b[1] for b in batches])
+    return evaluate_logits(logits, ids, labels, predictor.temperature)

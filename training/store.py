@@ -19,9 +19,7 @@ from contract.predictor import Predictor
 from contract.savedmodel import (
     CONFIG_FILENAME,
     DEFAULT_MODEL_NAME,
-    STAGE_LABEL,
     ModelMetadata,
-    Stage,
 )
 
 
@@ -31,10 +29,13 @@ def save_model(
     metadata: ModelMetadata,
     *,
     name: str = DEFAULT_MODEL_NAME,
-    stage: Stage = Stage.candidate,
 ) -> bentoml.Tag:
-    """Write ``model`` (a plain transformers model, adapters merged) into the store."""
-    labels = {STAGE_LABEL: stage.value, "backbone_family": model.config.model_type}
+    """Write ``model`` (a plain transformers model, adapters merged) into the store.
+
+    It is a ``candidate``: its stage lives in the registry of ``contract.stages``,
+    changed by ``visiontune promote``/``rollback``, not in a BentoML label.
+    """
+    labels = {"backbone_family": model.config.model_type}
     with bentoml.models.create(
         name, labels=labels, metadata=metadata.model_dump(mode="json", exclude_none=True)
     ) as bento_model:
@@ -60,7 +61,7 @@ def list_models(name: str | None = None) -> list[bentoml.Model]:
 
 
 def _is_visiontune(model: bentoml.Model) -> bool:
-    return STAGE_LABEL in model.info.labels and "labels" in model.info.metadata
+    return all(key in model.info.metadata for key in ("labels", "temperature", "backbone"))
 
 
 def _check_safetensors_only(path: Path) -> None:

@@ -15,6 +15,7 @@ import math
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -27,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from contract.images import Preprocessing
 from contract.savedmodel import ModelMetadata
 from training.config import TrainConfig
 from training.data import DataSplits, ImageSet, load_data, make_loader
@@ -65,7 +67,18 @@ class TrainResult:
     history: list[dict]
 
 
-def train(config: TrainConfig) -> TrainResult:
+BeforeSave = Callable[[nn.Module, Preprocessing, ModelMetadata], ModelMetadata]
+
+
+def train(
+    config: TrainConfig, data: DataSplits | None = None, before_save: BeforeSave | None = None
+) -> TrainResult:
+    """Fine-tune as ``config`` says, on ``config.data`` unless ``data`` is given.
+
+    ``before_save`` sees the finished model (adapters merged, on the CPU, in eval
+    mode) and returns the metadata to store with it (``visiontune retrain`` adds
+    the lineage and the gate's verdict there).
+    """
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(config.mixed_precision),
         gradient_accumulation_steps=config.grad_accum,
@@ -75,7 +88,7 @@ def train(config: TrainConfig) -> TrainResult:
     state = _load_state(run_dir, config) if config.resume else None
     load_backbone_config(config.backbone)  # fail on a bad --backbone before decoding the data
 
-    data = load_data(config)
+    data = data or load_data(config)
     model, preprocessing = create_model(config.backbone, data.labels, config.image_size)
     trainable = apply_strategy(model, config)
     model = trainable.model
@@ -178,10 +191,21 @@ def train(config: TrainConfig) -> TrainResult:
 
     model = accelerator.unwrap_model(model)
     model.load_state_dict(best_weights)
-    return _finish(model, preprocessing, data, config, progress["history"], accelerator, val_loader)
+    return _finish(
+        model,
+        preprocessing,
+        data,
+        config,
+        progress["history"],
+        accelerator,
+        val_loader,
+        before_save,
+    )
 
 
-def _finish(model, preprocessing, data, config, history, accelerator, val_loader) -> TrainResult:
+def _finish(
+    model, preprocessing, data, config, history, accelerator, val_loader, before_save=None
+) -> TrainResult:
     """Calibrate on validation, evaluate, save to the store and write the report."""
     val_logits, val_labels = collect_logits(model, val_loader, preprocessing, accelerator)
     temperature = fit_temperature(val_logits, val_labels)
@@ -200,7 +224,9 @@ def _finish(model, preprocessing, data, config, history, accelerator, val_loader
     tag = None
     if accelerator.is_main_process:
         model = merge_adapters(model).to("cpu").float().eval()
-        tag = save_model(model, preprocessing, metadata, name=config.name, stage=config.stage)
+        if before_save is not None:
+            metadata = before_save(model, preprocessing, metadata)
+        tag = save_model(model, preprocessing, metadata, name=config.name)
         summary = _summary(str(tag), metadata, val, test, data)
         write_report(config.run_dir, summary, history, data.labels)
         (config.run_dir / "config.json").write_text(json.dumps(metadata.training_config, indent=2))

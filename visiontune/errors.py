@@ -34,9 +34,12 @@ def message_and_code(err: BaseException) -> tuple[str, int]:
     if isinstance(err, ValidationError):
         return validation_message(err), EXIT_ERROR
     from training.train import Interrupted
+    from visiontune.lifecycle.gate import Refused
 
     if isinstance(err, Interrupted):
         return str(err), EXIT_INTERRUPTED
+    if isinstance(err, Refused):
+        return str(err), EXIT_REFUSED
     return one_line(err), EXIT_ERROR
 
 

@@ -4,6 +4,7 @@ folders, and one file of each kind of unusable image."""
 from __future__ import annotations
 
 import io
+import random
 from functools import cache
 from pathlib import Path
 
@@ -38,6 +39,16 @@ def write_classes(root: Path, counts: dict[str, int], start: int = 0) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(digit_images(int(label) % 10, n, start)):
             image.save(folder / f"{label}_{start + i:03d}.png")
+    return root
+
+
+def shuffle_labels(root: Path, seed: int = 0) -> Path:
+    """Move the images of a class-folder tree between its folders at random (same counts)."""
+    files = sorted(root.glob("*/*.png"))
+    targets = [path.parent for path in files]
+    random.Random(seed).shuffle(targets)
+    for i, (path, folder) in enumerate(zip(files, targets, strict=True)):
+        path.rename(folder / f"shuffled_{i:04d}_{path.name}")
     return root
 
 

@@ -13,7 +13,7 @@ import bentoml
 import pytest
 import torch
 
-from contract.savedmodel import STAGE_LABEL, ModelMetadata
+from contract.savedmodel import ModelMetadata
 from tests.support import REPO
 from tests.support.builders import IMAGE_SIZE, unique_name
 from tests.support.cli import assert_one_line_error
@@ -77,7 +77,6 @@ def run(tmp_path_factory, make_backbone) -> Run:
         "--batch-size", 16,
         "--lr", "1e-2",
         "--name", name,
-        "--stage", "production",
         "--output-dir", root / "run",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -129,7 +128,7 @@ def test_run_dir_has_the_report(run):
 def test_stored_model_carries_the_contract(run):
     metadata = run.metadata
     model = run.model
-    assert model.info.labels[STAGE_LABEL] == "production"
+    assert model.info.labels["backbone_family"] == "resnet"
     assert metadata.labels == ["1", "2", "7"]
     assert metadata.backbone == str(run.backbone)
     assert metadata.strategy == "full"
@@ -158,7 +157,7 @@ def test_models_lists_it_with_stage_and_metrics(run):
     assert len(rows) == 1
     row = rows[0].split()
     metadata = run.metadata
-    assert row[:4] == [run.tag, "production", str(run.backbone), "full"]
+    assert row[:4] == [run.tag, "candidate", str(run.backbone), "full"]
     assert row[4] == f"{metadata.validation.accuracy:.4f}"
     assert row[5] == f"{metadata.validation.macro_f1:.4f}"
     assert row[6] == f"{metadata.test.accuracy:.4f}"

@@ -98,7 +98,7 @@ def test_models_on_an_empty_store(tmp_path):
 def test_help_lists_the_config_flags():
     result = visiontune("train", "--help")
     assert result.returncode == 0
-    for flag in ("--strategy", "--layer-decay", "--per-class", "--strict", "--resume", "--stage"):
+    for flag in ("--strategy", "--layer-decay", "--per-class", "--strict", "--resume"):
         assert flag in result.stdout
     assert "(default: linear)" in result.stdout
 

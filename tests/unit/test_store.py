@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 
-from contract.savedmodel import STAGE_LABEL, ModelMetadata, Stage
+from contract.savedmodel import ModelMetadata
+from contract.stages import stage_of
 from tests.support.builders import metadata
 from tests.support.images import digit_images
 from training.model import create_model
@@ -57,14 +58,13 @@ def test_from_pretrained_alone_gives_the_same_predictions(make_backbone, family)
 def test_stored_folder_is_safetensors_with_valid_metadata(make_backbone):
     model, preprocessing = create_model(str(make_backbone("vit", 16)), LABELS, image_size=16)
     name = unique_name()
-    tag = save_model(model, preprocessing, metadata(), name=name, stage=Stage.production)
+    tag = save_model(model, preprocessing, metadata(), name=name)
 
     stored = bentoml.models.get(tag)
     files = {p.name for p in Path(stored.path).iterdir()}
     assert "model.safetensors" in files
     assert {"config.json", "preprocessor_config.json", "visiontune.json"} <= files
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
-    assert stored.info.labels[STAGE_LABEL] == "production"
     assert stored.info.labels["backbone_family"] == "vit"
     validated = ModelMetadata.model_validate(stored.info.metadata)
     assert validated == metadata()
@@ -79,7 +79,7 @@ def test_stored_folder_is_safetensors_with_valid_metadata(make_backbone):
 def test_default_stage_is_candidate(make_backbone):
     model, preprocessing = create_model(str(make_backbone("resnet", 16)), LABELS, image_size=16)
     tag = save_model(model, preprocessing, metadata(), name=unique_name())
-    assert bentoml.models.get(tag).info.labels[STAGE_LABEL] == "candidate"
+    assert stage_of(tag) == "candidate"
 
 
 @pytest.mark.parametrize("crash", [OSError("disk full"), KeyboardInterrupt("disk full")])
@@ -125,7 +125,7 @@ def test_list_models_shows_visiontune_models_newest_first(make_backbone):
     model, preprocessing = create_model(str(make_backbone("resnet", 16)), LABELS, image_size=16)
     name = unique_name()
     first = save_model(model, preprocessing, metadata(), name=name)
-    second = save_model(model, preprocessing, metadata(), name=name, stage=Stage.production)
+    second = save_model(model, preprocessing, metadata(), name=name)
     with bentoml.models.create(f"{name}-other") as other:
         (Path(other.path) / "weights").write_text("not ours")
 

@@ -1,5 +1,5 @@
 """One module per `visiontune` sub-command: ``NAME``, ``HELP``, ``add_arguments``, ``run``."""
 
-from visiontune.commands import evaluate, models, predict, train
+from visiontune.commands import evaluate, models, predict, promote, retrain, rollback, train
 
-COMMANDS = (train, evaluate, models, predict)
+COMMANDS = (train, evaluate, models, predict, retrain, promote, rollback)

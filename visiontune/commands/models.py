@@ -1,10 +1,8 @@
-"""`visiontune models [NAME]`: stored models with their stage and key metrics."""
+"""`visiontune models [NAME]`: stored models with their stage, key metrics and lineage."""
 
 from __future__ import annotations
 
 import argparse
-
-from contract.savedmodel import STAGE_LABEL
 
 NAME = "models"
 HELP = "list stored models with stage and key metrics"
@@ -17,6 +15,8 @@ COLUMNS = (
     "VAL F1",
     "TEST ACC",
     "ECE",
+    "PARENT",
+    "PROMOTED",
     "CREATED",
 )
 
@@ -26,9 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from contract.stages import read_record
     from training.store import list_models
 
-    rows = [COLUMNS, *(_row(model) for model in list_models(args.name))]
+    models = list_models(args.name)
+    records = {name: read_record(name) for name in {m.tag.name for m in models}}
+    rows = [COLUMNS, *(_row(model, records[model.tag.name]) for model in models)]
     if len(rows) == 1:
         print("no visiontune models in the store")
         return 0
@@ -36,18 +39,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _row(model) -> tuple[str, ...]:
+def _row(model, record) -> tuple[str, ...]:
     meta = model.info.metadata
     test = meta.get("test") or {}
+    version = str(model.tag.version)
+    promoted = record.promoted_at(version)
     return (
         str(model.tag),
-        model.info.labels.get(STAGE_LABEL, "?"),
+        record.stage(version).value,
         meta.get("backbone", "?"),
         meta.get("strategy", "?"),
         f"{meta['validation']['accuracy']:.4f}",
         f"{meta['validation']['macro_f1']:.4f}",
         f"{test['accuracy']:.4f}" if test else "-",
         f"{(test or meta['validation'])['ece']:.4f}",
+        (meta.get("lineage") or {}).get("parent") or "-",
+        promoted.strftime("%Y-%m-%d %H:%M") if promoted else "-",
         model.info.creation_time.strftime("%Y-%m-%d %H:%M"),
     )
 
