@@ -60,7 +60,7 @@ class BearerAuth:
         supplied = bearer_token(scope["headers"])
         if supplied is not None and hmac.compare_digest(supplied, self.token):
             return await self.app(scope, receive, send)
-        metrics.rejected_inputs().labels(reason="unauthorized").inc()
+        metrics.count_rejected("unauthorized")
         await _unauthorized(send, "a wrong token" if supplied is not None else "no token")
 
 

@@ -181,14 +181,14 @@ class ImageClassifier:
         started = time.perf_counter()
         on_gpu = self.gpu_jpegs(images) if self.gpu_jpegs else {}
         arrays = decode_images(images, self.preprocessing, decoded=on_gpu)
-        self.metrics.collectors.preprocess_seconds.observe(time.perf_counter() - started)
+        self.metrics.preprocess_seconds.observe(time.perf_counter() - started)
         return arrays
 
     def predict(self, images: list[Decoded]) -> list[Prediction]:
         """One forward pass over a batch, which may mix images of several requests."""
         started = time.perf_counter()
         probabilities = run_batch(self.predictor, stack_pixels([image.pixels for image in images]))
-        self.metrics.collectors.inference_seconds.observe(time.perf_counter() - started)
+        self.metrics.inference_seconds.observe(time.perf_counter() - started)
         predictions = [
             self.encode(row, image.top_k) for row, image in zip(probabilities, images, strict=True)
         ]

@@ -65,7 +65,7 @@ def run_batch(predictor: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray)
 
 
 def _failed(reason: str, size: int, cause: BaseException) -> BatchFailed:
-    metrics.batch_failures().labels(reason=reason).inc()
+    metrics.count_batch_failure(reason)
     return BatchFailed(reason, size, cause)
 
 

@@ -17,7 +17,7 @@ Rejections are raised as a pydantic ``ValidationError``, which BentoML answers
 with a 400 and ``{"error": ..., "detail": [{"type": REASON, "loc": [...], "msg": ...}]}``;
 ``BodyLimit`` answers too large a body with a 413 of the same shape before it is read,
 and turns a client's leaving mid-upload into a 499. Each rejection counts in
-``visiontune_rejected_inputs_total{reason}``; an answer names at most ten problems.
+``visiontune_rejected_inputs_total{model, reason}``; an answer names at most ten problems.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def reject(errors: Iterable[InputError]) -> ValidationError:
     """
     errors = list(errors)
     for reason in {error.reason for error in errors}:
-        metrics.rejected_inputs().labels(reason=reason).inc()
+        metrics.count_rejected(reason)
     if len(errors) > MAX_PROBLEMS:
         last = errors[MAX_PROBLEMS - 1]
         more = f"{last.message} (and {len(errors) - MAX_PROBLEMS} more problems not listed)"
@@ -315,7 +315,7 @@ class BodyLimit:
 
     async def _too_large(self, send) -> None:
         message = f"request body exceeds {self.max_bytes} bytes"
-        metrics.rejected_inputs().labels(reason="body_too_large").inc()
+        metrics.count_rejected("body_too_large")
         detail = [{"type": "body_too_large", "loc": [], "msg": message}]
         payload = json.dumps({"error": message, "detail": detail}).encode()
         headers = [(b"content-type", b"application/json"), (b"connection", b"close")]

@@ -4,6 +4,10 @@
 ``/metrics`` merges the files every worker writes there, so counts add up over
 workers. ``prometheus_client`` picks that mode when a metric is created, so the
 collectors are created on first use inside a worker, never at import time.
+
+Every collector has a ``model`` label, the tag of the model that answered, so
+two versions serving side by side (a canary, a blue/green switch) are told
+apart on the dashboard and in the alerts.
 """
 
 from __future__ import annotations
@@ -23,39 +27,45 @@ class Collectors:
         from prometheus_client import Counter, Gauge, Histogram
 
         self.predictions = Counter(
-            "visiontune_predictions", "Images classified, by predicted label.", ["label"]
+            "visiontune_predictions", "Images classified, by predicted label.", ["model", "label"]
         )
         self.confidence = Histogram(
             "visiontune_prediction_confidence",
             "Calibrated score of the predicted label.",
+            ["model"],
             buckets=CONFIDENCE_BUCKETS,
         )
         self.low_confidence = Counter(
             "visiontune_low_confidence_predictions",
             "Predictions whose calibrated score is below VISIONTUNE_LOW_CONFIDENCE.",
+            ["model"],
         )
         self.preprocess_seconds = Histogram(
             "visiontune_preprocess_seconds",
             "Decoding and resizing the images of one request.",
+            ["model"],
             buckets=SECONDS_BUCKETS,
         )
         self.inference_seconds = Histogram(
             "visiontune_inference_seconds",
             "One batched forward pass: normalisation, model and calibrated softmax.",
+            ["model"],
             buckets=SECONDS_BUCKETS,
         )
         self.rejected_inputs = Counter(
-            "visiontune_rejected_inputs", "Requests refused as bad input, by reason.", ["reason"]
+            "visiontune_rejected_inputs",
+            "Requests refused as bad input, by reason.",
+            ["model", "reason"],
         )
         self.batch_failures = Counter(
             "visiontune_batch_failures",
             "Batches the model failed on (each of their requests answered 500), by reason.",
-            ["reason"],
+            ["model", "reason"],
         )
         self.model_info = Gauge(
             "visiontune_model_info",
             "The model this server answers with (always 1).",
-            ["tag", "backbone"],
+            ["model", "backbone"],
             multiprocess_mode="max",
         )
         self.label_drift = Gauge(
@@ -63,8 +73,11 @@ class Collectors:
             "Total variation distance between the labels of a worker's last "
             "VISIONTUNE_DRIFT_WINDOW predictions and the training labels (0 same, 1 disjoint; "
             "0 until the window is full); the largest over workers.",
+            ["model"],
             multiprocess_mode="livemax",
         )
+        # The tag of the model this process serves, set when the service loads it.
+        self.model = ""
 
 
 @functools.cache
@@ -72,12 +85,14 @@ def collectors() -> Collectors:
     return Collectors()
 
 
-def rejected_inputs():
-    return collectors().rejected_inputs
+def count_rejected(reason: str) -> None:
+    c = collectors()
+    c.rejected_inputs.labels(model=c.model, reason=reason).inc()
 
 
-def batch_failures():
-    return collectors().batch_failures
+def count_batch_failure(reason: str) -> None:
+    c = collectors()
+    c.batch_failures.labels(model=c.model, reason=reason).inc()
 
 
 class LabelMix:
@@ -119,18 +134,24 @@ class PredictionMetrics:
         low_confidence: float,
         drift_window: int,
     ):
-        self.collectors = collectors()
-        self.collectors.model_info.labels(tag=tag, backbone=backbone).set(1)
+        c = collectors()
+        c.model = tag
+        c.model_info.labels(model=tag, backbone=backbone).set(1)
+        self.predictions = {label: c.predictions.labels(model=tag, label=label) for label in labels}
+        self.confidence = c.confidence.labels(model=tag)
+        self.low_confidence_count = c.low_confidence.labels(model=tag)
+        self.preprocess_seconds = c.preprocess_seconds.labels(model=tag)
+        self.inference_seconds = c.inference_seconds.labels(model=tag)
+        self.label_drift = c.label_drift.labels(model=tag)
         self.label_ids = {label: index for index, label in enumerate(labels)}
         self.low_confidence = low_confidence
         self.mix = LabelMix(training_distribution, drift_window)
 
     def record(self, label: str, score: float) -> None:
-        c = self.collectors
-        c.predictions.labels(label=label).inc()
-        c.confidence.observe(score)
+        self.predictions[label].inc()
+        self.confidence.observe(score)
         if score < self.low_confidence:
-            c.low_confidence.inc()
+            self.low_confidence_count.inc()
         drift = self.mix.add(self.label_ids[label])
         if drift is not None:
-            c.label_drift.set(drift)
+            self.label_drift.set(drift)

@@ -1,6 +1,6 @@
-"""Parse every PromQL expression of the alert rules and the Grafana dashboard.
+"""Parse every PromQL expression of the alert rules, the canary analysis and the dashboard.
 
-    promql_metrics.py RULES.yaml... DASHBOARD.json...
+    promql_metrics.py RULES.yaml... ANALYSIS.yaml... DASHBOARD.json...
 
 Prints a JSON object: each metric name any expression selects, with where it
 is used. Exits 1 on an expression that does not parse. Runs in .venv-tools
@@ -25,13 +25,16 @@ LABEL_VALUES = re.compile(r"^label_values\((.*),\s*\w+\)$", re.DOTALL)
 
 
 def rule_expressions(path: Path) -> Iterator[tuple[str, str]]:
+    """The expressions of PrometheusRule alerts and of Argo Rollouts AnalysisTemplates."""
     for doc in yaml.safe_load_all(path.read_text()):
-        if not doc or doc.get("kind") != "PrometheusRule":
-            continue
-        for group in doc["spec"]["groups"]:
-            for rule in group["rules"]:
-                name = rule.get("alert") or rule.get("record")
-                yield f"{path.name}:{name}", rule["expr"]
+        if doc and doc.get("kind") == "PrometheusRule":
+            for group in doc["spec"]["groups"]:
+                for rule in group["rules"]:
+                    name = rule.get("alert") or rule.get("record")
+                    yield f"{path.name}:{name}", rule["expr"]
+        if doc and doc.get("kind") == "AnalysisTemplate":
+            for metric in doc["spec"]["metrics"]:
+                yield f"{path.name}:{metric['name']}", metric["provider"]["prometheus"]["query"]
 
 
 def dashboard_expressions(path: Path) -> Iterator[tuple[str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -35,7 +36,19 @@ CHECKOV_CONFIG = {
     "gpu": DEPLOY / "checkov.yaml",
     "cpu": DEPLOY / "checkov.yaml",
     "local": DEPLOY / "k8s" / "overlays" / "local" / "checkov.yaml",
+    "canary": DEPLOY / "checkov.yaml",
 }
+# Which alert each canary analysis metric runs.
+ANALYSIS_ALERTS = {
+    "error-rate": "VisiontuneHighErrorRate",
+    "latency-p99": "VisiontuneHighLatencyP99",
+    "low-confidence-share": "VisiontuneLowConfidenceSurge",
+}
+IN_NAMESPACE = re.compile(
+    r"^\((?P<expr>.*)\)\s*and on \(namespace\) "
+    r'label_replace\(vector\(1\), "namespace", "\{\{args\.namespace\}\}", "", ""\)$',
+    re.DOTALL,
+)
 
 
 def kubernetes_validate(path) -> None:
@@ -239,3 +252,120 @@ def test_promql_parses_and_names_only_known_metrics():
     assert set(used) - ours <= EXTERNAL_METRICS
     assert "bentoml_service_adaptive_batch_size_bucket" in used
     assert "visiontune_label_drift" in used
+
+
+def test_canary_overlay_runs_the_deployment_template_as_a_rollout():
+    docs = objects("canary")
+    assert {o["kind"] for o in docs} == CLUSTER_KINDS | {"Rollout", "AnalysisTemplate"}
+    assert {o["metadata"].get("namespace") for o in docs} - {None} == {"visiontune"}
+    deployment = one("canary", "Deployment")
+    assert deployment["spec"]["replicas"] == 0
+    rollout = one("canary", "Rollout")["spec"]
+    assert rollout["workloadRef"]["name"] == deployment["metadata"]["name"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert rollout["selector"]["matchLabels"].items() <= labels.items()
+    target = one("canary", "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Rollout", "visiontune")
+    canary = rollout["strategy"]["canary"]
+    assert canary["maxUnavailable"] == 0
+    (template,) = canary["analysis"]["templates"]
+    assert template["templateName"] == one("canary", "AnalysisTemplate")["metadata"]["name"]
+    assert [step["setWeight"] for step in canary["steps"] if "setWeight" in step] == [25, 50]
+
+
+def split_alert(expr: str) -> tuple[str, str]:
+    """An alert expression as (what it measures, the threshold it compares with)."""
+    measured, threshold = expr.rsplit(">", 1)
+    return " ".join(measured.split()), threshold.strip()
+
+
+def test_canary_analysis_runs_the_alert_expressions():
+    groups = one("canary", "PrometheusRule")["spec"]["groups"]
+    alerts = {rule["alert"]: rule["expr"] for group in groups for rule in group["rules"]}
+    metrics = one("canary", "AnalysisTemplate")["spec"]["metrics"]
+    assert {metric["name"] for metric in metrics} == set(ANALYSIS_ALERTS)
+    for metric in metrics:
+        measured, threshold = split_alert(alerts[ANALYSIS_ALERTS[metric["name"]]])
+        match = IN_NAMESPACE.match(metric["provider"]["prometheus"]["query"].strip())
+        assert match, metric["name"]
+        assert " ".join(match["expr"].split()) == measured, metric["name"]
+        assert metric["failureCondition"] == f"any(result, {{# > {threshold}}})"
+
+
+def test_crd_validation_checks_rollout_and_analysis():
+    result = validate_crds(objects("canary"))
+    assert result.returncode == 0, result.stderr
+    for name in ("Rollout/visiontune", "AnalysisTemplate/visiontune-health"):
+        assert f"checked {name}" in result.stdout
+    docs = copy.deepcopy(objects("canary"))
+    rollout = next(o for o in docs if o["kind"] == "Rollout")
+    rollout["spec"]["strategy"]["canary"]["steps"][0]["setWeight"] = "a quarter"
+    analysis = next(o for o in docs if o["kind"] == "AnalysisTemplate")
+    del analysis["spec"]["metrics"][0]["name"]
+    result = validate_crds(docs)
+    assert result.returncode == 1
+    assert "setWeight" in result.stderr and "name" in result.stderr
+
+
+RETRAIN = ("k8s/retrain", "k8s/retrain/job")
+
+
+@pytest.mark.parametrize("target", RETRAIN)
+def test_retraining_manifests_validate_strict_and_pass_checkov(target, tmp_path):
+    path = tmp_path / "retrain.yaml"
+    path.write_text(render(target))
+    kubernetes_validate(path)
+    result = run(
+        [
+            tool("checkov"),
+            "--file", path,
+            "--framework", "kubernetes",
+            "--config-file", DEPLOY / "checkov.yaml",
+            "--compact", "--quiet", "--skip-download",
+        ]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_retraining_job_is_the_cronjobs_run():
+    from visiontune.errors import EXIT_ERROR, EXIT_REFUSED
+
+    cronjob = one("k8s/retrain", "CronJob")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    spec = cronjob["spec"]["jobTemplate"]["spec"]
+    assert one("k8s/retrain/job", "Job")["spec"] == spec
+    (rule,) = spec["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob"
+    assert sorted(rule["onExitCodes"]["values"]) == [EXIT_ERROR, EXIT_REFUSED]
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_retraining_pod_keeps_the_store_and_reads_the_data():
+    pod = one("k8s/retrain", "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"][0] == "retrain"
+    assert container["image"].startswith("registry.example.com/visiontune-train:")
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"]["drop"] == ["ALL"]
+    claims = {
+        volume["name"]: volume["persistentVolumeClaim"]["claimName"]
+        for volume in pod["volumes"]
+        if "persistentVolumeClaim" in volume
+    }
+    stored = {
+        o["metadata"]["name"]
+        for o in objects("k8s/retrain")
+        if o["kind"] == "PersistentVolumeClaim"
+    }
+    assert set(claims.values()) == stored
+    mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["BENTOML_HOME"].startswith(mounts["store"]["mountPath"] + "/")
+    assert mounts["data"]["readOnly"] is True
+    data = container["args"][container["args"].index("--data") + 1]
+    assert data.startswith(mounts["data"]["mountPath"] + "/")
+    writable = {mount["mountPath"] for mount in mounts.values() if not mount.get("readOnly")}
+    for name in ("XDG_CACHE_HOME", "MPLCONFIGDIR"):
+        assert any(env[name].startswith(path + "/") for path in writable)

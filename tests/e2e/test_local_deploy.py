@@ -148,6 +148,17 @@ def test_every_metric_in_dashboard_and_alerts_is_exported(url, held_out):
     assert set(missing) <= EXTERNAL_METRICS, json.dumps(missing, indent=2)
 
 
+def test_every_visiontune_series_names_the_model(url, trained_tag):
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    ours = [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("visiontune_")
+    ]
+    assert ours and {sample.labels.get("model") for sample in ours} == {trained_tag}
+
+
 def test_pod_runs_as_non_root_on_a_read_only_root(url):
     inspect = subprocess.run(
         ["podman", "inspect", CONTAINER, "--format", "json"], capture_output=True, text=True
@@ -230,10 +241,10 @@ def dashboard_panels() -> list[dict]:
 
 
 def as_prometheus_sees_it(expr: str) -> str:
-    """Grafana's variables as Grafana would fill them for "All" namespaces and services."""
-    return (
-        expr.replace("$__rate_interval", "1m").replace("$namespace", ".*").replace("$service", ".*")
-    )
+    """Grafana's variables as Grafana would fill them for "All" namespaces, services, models."""
+    for variable in ("$namespace", "$service", "$model"):
+        expr = expr.replace(variable, ".*")
+    return expr.replace("$__rate_interval", "1m")
 
 
 def query(prometheus: str, expr: str) -> list:

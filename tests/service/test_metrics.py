@@ -33,7 +33,7 @@ def test_predictions_are_counted_by_label(server, digit_files, digits_model):
     assert delta("visiontune_inference_seconds_count") >= 1
     low = sum(p["score"] < 0.5 for p in predictions)
     assert delta("visiontune_low_confidence_predictions_total") == low
-    assert total(after, "visiontune_model_info", tag=digits_model) == 1
+    assert total(after, "visiontune_model_info", model=digits_model) == 1
     assert total(after, "bentoml_service_request_total", endpoint="/classify") > 0
     assert total(after, "bentoml_service_request_duration_seconds_count", endpoint="/classify") > 0
     assert "bentoml_service_request_in_progress" in after

@@ -14,7 +14,7 @@ import yaml
 from tests.support import REPO
 
 DEPLOY = REPO / "deploy"
-OVERLAYS = ("gpu", "cpu", "local")
+OVERLAYS = ("gpu", "cpu", "local", "canary")
 TOOLS = REPO / ".venv-tools" / "bin"
 CRD_VALIDATOR = DEPLOY / "tools" / "crd" / "validate-crds.mjs"
 # Series that Prometheus or an exporter other than the service provides.
@@ -59,12 +59,14 @@ def validate_crds(docs: list[dict]) -> subprocess.CompletedProcess:
 
 
 def promql_metrics() -> dict[str, list[str]]:
-    """Metric name -> where it is used, over the alert rules and the dashboard."""
+    """Metric name -> where it is used, over the alert rules, the canary analysis and the
+    dashboard."""
     result = run(
         [
             tool("python"),
             DEPLOY / "tools" / "promql_metrics.py",
             DEPLOY / "k8s" / "base" / "prometheusrule.yaml",
+            DEPLOY / "k8s" / "overlays" / "canary" / "analysistemplate.yaml",
             DEPLOY / "grafana" / "visiontune.json",
         ]
     )

@@ -52,8 +52,10 @@ def pixels(count: int) -> np.ndarray:
 
 
 def failures(reason: str) -> float:
-    metrics.batch_failures()  # created on first use
-    sample = REGISTRY.get_sample_value("visiontune_batch_failures_total", {"reason": reason})
+    model = metrics.collectors().model  # the collectors are created on first use
+    sample = REGISTRY.get_sample_value(
+        "visiontune_batch_failures_total", {"model": model, "reason": reason}
+    )
     return sample or 0.0
 
 

@@ -1,12 +1,16 @@
-// Validate prometheus-operator objects (ServiceMonitor, PrometheusRule)
-// against the CRD schemas compiled by @kubernetes-models/prometheus-operator.
+// Validate prometheus-operator objects (ServiceMonitor, PrometheusRule) and
+// Argo Rollouts objects (Rollout, AnalysisTemplate) against the CRD schemas
+// compiled by @kubernetes-models/prometheus-operator and .../argo-rollouts.
 // Input: a JSON array of Kubernetes objects on stdin. Objects of other API
-// groups are ignored. Exit code 1 when any object fails, 2 on unknown kinds.
+// groups are ignored. Exit code 1 when any object fails or has a kind of those
+// groups with no schema here.
+import { AnalysisTemplate } from "@kubernetes-models/argo-rollouts/argoproj.io/v1alpha1/AnalysisTemplate";
+import { Rollout } from "@kubernetes-models/argo-rollouts/argoproj.io/v1alpha1/Rollout";
 import { PrometheusRule } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule";
 import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";
 
-const MODELS = { ServiceMonitor, PrometheusRule };
-const GROUP = "monitoring.coreos.com/";
+const MODELS = { ServiceMonitor, PrometheusRule, Rollout, AnalysisTemplate };
+const GROUPS = ["monitoring.coreos.com/", "argoproj.io/"];
 
 function check(object) {
   const Model = MODELS[object.kind];
@@ -22,7 +26,7 @@ function check(object) {
 const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);
 const objects = JSON.parse(Buffer.concat(chunks).toString("utf8"));
-const ours = objects.filter((o) => (o.apiVersion ?? "").startsWith(GROUP));
+const ours = objects.filter((o) => GROUPS.some((g) => (o.apiVersion ?? "").startsWith(g)));
 const failures = ours.map(check).filter(Boolean);
 for (const object of ours) console.log(`checked ${object.kind}/${object.metadata?.name}`);
 for (const failure of failures) console.error(`FAIL ${failure}`);
