@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         quiet_transformers()
         from training.train import train
 
-        result = train(config, stop)
+        result = train(config, stop=stop)
     if result.tag is not None:
         m = result.metadata
         held_out = f"  test acc {m.test.accuracy:.4f}" if m.test else ""
