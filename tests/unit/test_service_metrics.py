@@ -26,7 +26,7 @@ def test_label_mix_slides_and_spans_zero_to_one():
 def test_every_visiontune_metric_tells_two_models_apart():
     from prometheus_client import REGISTRY
 
-    from service.metrics import PredictionMetrics, count_rejected
+    from service.metrics import PredictionMetrics, count_batch_failure, count_rejected
 
     for tag in ("digits:v1", "digits:v2"):
         metrics = PredictionMetrics(
@@ -41,6 +41,7 @@ def test_every_visiontune_metric_tells_two_models_apart():
         metrics.preprocess_seconds.observe(0.01)
         metrics.inference_seconds.observe(0.01)
         count_rejected("not_an_image")
+        count_batch_failure("model_error")
     samples = [
         sample
         for family in REGISTRY.collect()
