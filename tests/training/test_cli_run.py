@@ -25,12 +25,12 @@ from training.store import load_model
 
 pytestmark = pytest.mark.slow
 
-VISIONTUNE = str(Path(sys.executable).parent / "visiontune")
+VISIONTUNE = [sys.executable, "-m", "visiontune"]
 
 
 def visiontune(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [VISIONTUNE, *map(str, args)],
+        [*VISIONTUNE, *map(str, args)],
         cwd=REPO,
         capture_output=True,
         text=True,
