@@ -115,10 +115,11 @@ def stored(name: str) -> list:
         return []
 
 
-def test_sigterm_to_one_process_stops_both_at_the_same_step(make_backbone, tmp_path):
-    """Only process 1 is told to stop; through Accelerate's trigger process 0 stops at the same
-    step (instead of waiting forever in the next all-reduce), both write the checkpoint, and
-    --resume on two processes finishes the run."""
+@pytest.mark.parametrize("whom", ["process 1", "launcher"])
+def test_sigterm_stops_both_processes_at_the_same_step(make_backbone, tmp_path, whom):
+    """SIGTERM to process 1 alone, or to the launcher (as Kubernetes stops a pod), which passes
+    it on: through Accelerate's trigger both processes stop at the same step (none waits
+    forever in the next all-reduce), both write the checkpoint, and --resume finishes the run."""
     backbone = make_backbone("vit", IMAGE_SIZE)
     name, run_dir = unique_name("ddp-stop"), tmp_path / "run"
     extra = ("--epochs", "3", "--batch-size", "2")  # 12 steps an epoch
@@ -130,12 +131,15 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(make_backbone, tmp_p
         for line in launcher.stdout:
             if line.startswith("epoch 1/3"):
                 break
-        [second] = [
-            child
-            for child in psutil.Process(launcher.pid).children(recursive=True)
-            if child.environ().get("RANK") == "1"
-        ]
-        second.send_signal(signal.SIGTERM)
+        if whom == "launcher":
+            launcher.send_signal(signal.SIGTERM)
+        else:
+            [second] = [
+                child
+                for child in psutil.Process(launcher.pid).children(recursive=True)
+                if child.environ().get("RANK") == "1"
+            ]
+            second.send_signal(signal.SIGTERM)
         stdout = launcher.stdout.read()
         launcher.wait(timeout=300)
     errors = (tmp_path / "err").read_text()
