@@ -24,7 +24,7 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-demo: $(BIN)/.installed fonts
+demo: $(BIN)/.installed
 	$(BIN)/python -m visiontune.demo
 
 test: $(BIN)/.installed tools podman prometheus fonts

@@ -24,6 +24,7 @@ from training.config import TrainConfig
 
 LINK = "checkpoint"
 SLOTS = (".checkpoint-a", ".checkpoint-b")
+STAGED_LINK = ".checkpoint-link"  # the new link, until it is renamed over the old one
 # Flags that may change between an interrupted run and its --resume.
 NOT_COMPARED = {"resume", "checkpoint_every", "workers", "report_to"}  # how it runs
 
@@ -80,9 +81,9 @@ def load_checkpoint(accelerator, run_dir: Path):
 
 
 def remove_checkpoint(run_dir: Path) -> None:
-    link = checkpoint_path(run_dir)
-    if link.is_symlink():
-        link.unlink()
+    for link in (checkpoint_path(run_dir), run_dir / STAGED_LINK):
+        if link.is_symlink():
+            link.unlink()
     for name in (*SLOTS, LINK):
         shutil.rmtree(run_dir / name, ignore_errors=True)
 
@@ -94,7 +95,7 @@ def _free_slot(run_dir: Path) -> str:
 
 
 def _point_link(run_dir: Path, target: str) -> None:
-    link, staged = checkpoint_path(run_dir), run_dir / ".checkpoint-link"
+    link, staged = checkpoint_path(run_dir), run_dir / STAGED_LINK
     if link.is_dir() and not link.is_symlink():
         shutil.rmtree(link)  # a plain folder (written by an older visiontune) cannot be swapped
     staged.unlink(missing_ok=True)

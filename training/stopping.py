@@ -27,8 +27,12 @@ from pathlib import Path
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class Interrupted(Exception):
-    """Training stopped by a signal; ``path`` is the checkpoint ``--resume`` continues from."""
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by a signal; ``path`` is the checkpoint ``--resume`` continues from.
+
+    A ``KeyboardInterrupt`` like Ctrl-C's own, so no ``except Exception`` on the way
+    (a library wrapping its errors) turns it into another error.
+    """
 
     def __init__(self, path: Path | None):
         if path is None:
@@ -81,8 +85,12 @@ class StopRequests:
             self._critical -= 1
 
     def _handle(self, signum, frame) -> None:
-        if os.getpid() != self._pid:
-            return  # a forked DataLoader worker: the main process decides
+        if os.getpid() != self._pid:  # a forked DataLoader worker: Python's own behaviour
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt  # which the worker loop ignores: the main process decides
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         first = not self.requested
         self.requested = True
         if self._critical or (self._in_loop and first):

@@ -2,8 +2,10 @@
 
 A stored model follows ``contract.savedmodel``: a Hugging Face folder
 (safetensors only) plus validated metadata. ``bentoml.models.create`` writes into
-a temporary folder and moves it into the store only when the block finishes, so
-a crash or Ctrl-C mid-save leaves nothing half-written behind.
+a temporary folder and copies it into the store only when the block finishes;
+if the copy raises, BentoML removes what it copied. Training holds Ctrl-C and
+SIGTERM until the copy is done (``training.stopping``), so a signal cannot cut
+it short either.
 """
 
 from __future__ import annotations

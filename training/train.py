@@ -334,10 +334,14 @@ def _checkpoint_if_due(accelerator, stop: StopRequests, timer: _Every, save) -> 
     """Checkpoint when any process was asked to stop or the main one's timer is due; then stop
     if asked. Every process calls this at the same steps, and Accelerate's trigger (one
     all-reduce) makes their decisions one, so they all save and stop at the same step."""
-    if stop.requested or (accelerator.is_main_process and timer.due()):
-        accelerator.set_trigger()
-    if not accelerator.check_trigger():
-        return
+    if accelerator.num_processes == 1:  # no one to agree with: no all-reduce, no device sync
+        if not (stop.requested or timer.due()):
+            return
+    else:
+        if stop.requested or (accelerator.is_main_process and timer.due()):
+            accelerator.set_trigger()
+        if not accelerator.check_trigger():
+            return
     stopping = _any_process(accelerator, stop.requested)
     with stop.critical():
         stop.checkpoint = save()

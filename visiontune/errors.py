@@ -27,17 +27,18 @@ class CommandError(Exception):
 
 def message_and_code(err: BaseException) -> tuple[str, int]:
     """The one-line message and exit code for any exception that reached the CLI's edge."""
+    from training.stopping import Interrupted
+
+    if isinstance(err, Interrupted):
+        return str(err), EXIT_INTERRUPTED
     if isinstance(err, KeyboardInterrupt):
         return "interrupted", EXIT_INTERRUPTED
     if isinstance(err, CommandError):
         return str(err), err.code
     if isinstance(err, ValidationError):
         return validation_message(err), EXIT_ERROR
-    from training.stopping import Interrupted
     from visiontune.lifecycle.gate import Refused
 
-    if isinstance(err, Interrupted):
-        return str(err), EXIT_INTERRUPTED
     if isinstance(err, Refused):
         return str(err), EXIT_REFUSED
     return one_line(err), EXIT_ERROR

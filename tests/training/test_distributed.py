@@ -8,12 +8,15 @@ images each per step must train exactly like one process with 16.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import bentoml
+import psutil
 import pytest
 import torch
 
@@ -26,6 +29,7 @@ from training.train import train
 pytestmark = pytest.mark.slow
 
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 SETTINGS = {
     "data": "digits",
     "classes": ["0", "1", "2"],
@@ -37,18 +41,23 @@ SETTINGS = {
 }
 
 
-def launch_two_processes(backbone: Path, name: str, run_dir: Path) -> subprocess.CompletedProcess:
-    command = [
+def launch_command(backbone: Path, name: str, run_dir: Path, *extra: str) -> list[str]:
+    return [
         ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no",
         "-m", "visiontune", "train",
         "--data", "digits", "--classes", "0,1,2", "--per-class", "16",
         "--backbone", str(backbone), "--strategy", "full", "--image-size", str(IMAGE_SIZE),
-        "--epochs", "2", "--test-fraction", "0", "--batch-size", "8",
-        "--name", name, "--output-dir", str(run_dir),
+        "--test-fraction", "0", "--name", name, "--output-dir", str(run_dir), *extra,
     ]  # fmt: skip
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+
+
+def launch_two_processes(
+    backbone: Path, name: str, run_dir: Path, *extra: str
+) -> subprocess.CompletedProcess:
+    extra = extra or ("--epochs", "2", "--batch-size", "8")
+    command = launch_command(backbone, name, run_dir, *extra)
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV)
 
 
 def test_two_processes_train_like_one_with_the_whole_batch(make_backbone, tmp_path):
@@ -97,3 +106,56 @@ def test_two_processes_train_like_one_with_the_whole_batch(make_backbone, tmp_pa
     assert any(
         not torch.allclose(differs[key], tensor, atol=1e-4) for key, tensor in whole_weights.items()
     )  # one process with 8 per step is a different run: the comparison above can fail
+
+
+def stored(name: str) -> list:
+    try:
+        return bentoml.models.list(name)
+    except bentoml.exceptions.NotFound:
+        return []
+
+
+@pytest.mark.parametrize("whom", ["process 1", "launcher"])
+def test_sigterm_stops_both_processes_at_the_same_step(make_backbone, tmp_path, whom):
+    """SIGTERM to process 1 alone, or to the launcher (as Kubernetes stops a pod), which passes
+    it on: through Accelerate's trigger both processes stop at the same step (none waits
+    forever in the next all-reduce), both write the checkpoint, and --resume finishes the run."""
+    backbone = make_backbone("vit", IMAGE_SIZE)
+    name, run_dir = unique_name("ddp-stop"), tmp_path / "run"
+    extra = ("--epochs", "3", "--batch-size", "2")  # 12 steps an epoch
+    with (tmp_path / "err").open("w") as stderr:
+        launcher = subprocess.Popen(
+            launch_command(backbone, name, run_dir, *extra),
+            cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True, env=ENV,
+        )  # fmt: skip
+        for line in launcher.stdout:
+            if line.startswith("epoch 1/3"):
+                break
+        if whom == "launcher":
+            launcher.send_signal(signal.SIGTERM)
+        else:
+            [second] = [
+                child
+                for child in psutil.Process(launcher.pid).children(recursive=True)
+                if child.environ().get("RANK") == "1"
+            ]
+            second.send_signal(signal.SIGTERM)
+        stdout = launcher.stdout.read()
+        launcher.wait(timeout=300)
+    errors = (tmp_path / "err").read_text()
+    checkpoint = run_dir / "checkpoint"
+    stopped = (
+        f"visiontune: error: interrupted; checkpoint saved in {checkpoint}, continue with --resume"
+    )
+    assert errors.count(stopped) == 2, errors[-3000:]  # each process, after its checkpoint part
+    assert "epoch 3/3" not in stdout and stored(name) == []
+    progress = json.loads((checkpoint / "progress.json").read_text())
+    assert sorted(p.name for p in checkpoint.glob("losses_*.json")) == [
+        "losses_0.json",
+        "losses_1.json",
+    ]
+
+    resumed = launch_two_processes(backbone, name, run_dir, *extra, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"epoch {progress['epoch']}/3" not in resumed.stdout and "epoch 3/3" in resumed.stdout
+    assert len(stored(name)) == 1 and resumed.stdout.count("saved ") == 1
