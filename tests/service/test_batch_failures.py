@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.faulty_service import MODEL_ERROR, OUT_OF_MEMORY, solid_png
+from tests.support.faults import MODEL_ERROR, OUT_OF_MEMORY, solid_png
 from tests.support.servers import LIMITS, serving, total
 
 

@@ -9,17 +9,12 @@ GPU short of memory would.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
-from PIL import Image
 
 from contract.predictor import Predictor
 from service.classifier import ImageClassifier
-
-MODEL_ERROR = (1, 2, 3)
-OUT_OF_MEMORY = (4, 5, 6)
+from tests.support.faults import MODEL_ERROR, OUT_OF_MEMORY
 
 _logits = Predictor.logits
 
@@ -39,10 +34,4 @@ def _failing_logits(self, pixels):
 Predictor.logits = _failing_logits
 
 
-def solid_png(colour: tuple[int, int, int], size: int = 32) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-__all__ = ["ImageClassifier", "solid_png"]
+__all__ = ["ImageClassifier"]
