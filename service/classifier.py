@@ -32,7 +32,7 @@ from starlette.routing import Route
 from contract.precision import choose_cpu_precision, cpu_has_native_bf16
 from contract.predictor import Predictor
 from contract.savedmodel import MODEL_ENV, ModelMetadata
-from contract.stages import StageError, resolve, stage_of
+from contract.stages import StageError, recorded_stage, resolve
 from service import batching, limits, logs
 from service.auth import BearerAuth, configured_token
 from service.deadworkers import ForgetDeadWorkers
@@ -105,7 +105,7 @@ class ImageClassifier:
         )
         self.description = {
             "tag": self.tag,
-            "stage": stage_of(stored.tag).value,
+            "stage": recorded_stage(stored.tag),
             "requested": settings.model,
             "created": stored.info.creation_time.isoformat(),
             **public_metadata(self.metadata),
