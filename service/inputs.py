@@ -117,7 +117,9 @@ class Decoded(NamedTuple):
 class ImageFilesForm(bentoml.IODescriptor):
     """POST /classify: a multipart form with one or more image files in the field images."""
 
-    images: list[Path] = Field(description="Image files (JPEG, PNG, WebP, ...), one part each.")
+    images: list[Path] = Field(
+        description="Image files (JPEG, PNG, WebP, GIF, BMP or TIFF), one part each."
+    )
     top_k: TopK = settings.top_k
 
 
