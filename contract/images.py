@@ -223,7 +223,7 @@ class Preprocessing:
             left = (image.width - self.width) // 2
             top = (image.height - self.height) // 2
             image = image.crop((left, top, left + self.width, top + self.height))
-        pixels = np.asarray(image, dtype=np.uint8)
+        pixels = np.array(image, dtype=np.uint8)  # writable, so torch can share it
         return np.ascontiguousarray(pixels[..., ::-1]) if self.flip_channel_order else pixels
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
