@@ -26,6 +26,7 @@ def write(page: Path = PAGE) -> Path:
         ("serve_profile", _profile),
         ("cpu_precision", _cpu_precision),
         ("predict_packing", _packing),
+        ("loader", _loader),
     ):
         result = _load(RESULTS / f"{name}.json")
         parts.append(render(result) if result else _missing(name))
@@ -47,7 +48,7 @@ def _intro() -> str:
 from them. Each script also runs alone, `--quick` for a short sanity run:
 `python -m benchmarks.train_throughput`, `benchmarks.transfer`,
 `benchmarks.robustness`, `benchmarks.serve_throughput`, `benchmarks.serve_profile`,
-`benchmarks.cpu_precision`, `benchmarks.predict_packing`. Models are built from configs with random or
+`benchmarks.cpu_precision`, `benchmarks.predict_packing`, `benchmarks.loader`. Models are built from configs with random or
 project-trained weights and kept in a temporary BentoML store; nothing is
 downloaded. A serving run on another device or in another precision
 (`--device cuda`, `--dtype bf16`) is kept in its own results file and gets its
@@ -376,6 +377,56 @@ def _breakdown_table(result: dict) -> list[str]:
             f"{cell(server.get('images_per_core_second'))} |"
         )
     return lines
+
+
+def _loader(result: dict) -> str:
+    policy = result["policy"]
+    width, height = result["photo_size"]
+    lines = [
+        "## Data loading for big folders",
+        "",
+        f"A generated folder of {result['files']:,} JPEGs ({width}x{height} photo crops, ten "
+        "class folders) read by `training.data`'s loader as `visiontune train` reads it, at a "
+        f"DINOv2-style policy (shortest edge {policy['resize_shortest_edge']}, centre crop "
+        f"{policy['crop'][0]}, bicubic), batches of {result['batch_size']}. Every variant reads "
+        f"the same {result['images_per_variant']} files, with a fresh loader as each training "
+        "epoch makes one (worker start-up counted). `cached` is a set under the in-memory "
+        "cache limit: decoded once up front (4 threads), then every epoch comes from memory. "
+        "`streaming` is a set past that limit: each epoch decodes from disk in `--workers` "
+        "processes (0: in the training process), with JPEG draft decoding (at no less than "
+        f"{policy['draft_size'][0]}x{policy['draft_size'][1]}, twice the resize) or a full "
+        "decode. Images per CPU-second count this process and its workers together: the "
+        "decoding work itself; images per wall-clock second also measure how much of the cores "
+        f"the machine had free. Medians over {result['rounds']} round(s).",
+        "",
+        "| variant | workers | JPEG draft | images/s (wall) | images per CPU-second |",
+        "| --- | ---: | --- | ---: | ---: |",
+    ]
+    for phase in ("decode", "epoch"):
+        r = result["cached"][phase]
+        name = "cached: up-front decode" if phase == "decode" else "cached: each epoch"
+        lines.append(
+            f"| {name} | - | yes | {r['images_per_second']:.1f} | {r['images_per_cpu_second']:.1f} |"
+        )
+    for name, r in result["streaming"].items():
+        lines.append(
+            f"| {name} | {r['workers']} | {'yes' if r['draft'] else 'no'} | "
+            f"{r['images_per_second']:.1f} | {r['images_per_cpu_second']:.1f} |"
+        )
+    streaming = result["streaming"]
+    gain = (
+        streaming["streaming-w0-draft"]["images_per_cpu_second"]
+        / streaming["streaming-w0-full"]["images_per_cpu_second"]
+    )
+    lines += [
+        "",
+        f"JPEG draft decoding does {gain:.1f}x the images per CPU-second of a full decode here. "
+        "Workers decode beside the training loop, a core each: they raise images/s only where "
+        "cores are free, which on this shared machine (load average below) they were not.",
+        "",
+        _machine(result),
+    ]
+    return "\n".join(lines)
 
 
 def _cpus(cpus: list[int] | None) -> str:

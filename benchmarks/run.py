@@ -25,6 +25,7 @@ BENCHMARKS = {
     "serve_throughput": [],
     "serve_profile": [],
     "predict_packing": [],
+    "loader": ["--threads", "1"],
 }
 
 

@@ -223,8 +223,12 @@ class Preprocessing:
         return cls(
             height=int(output[0]),
             width=int(output[1]),
-            mean=_triple(processor.image_mean) if normalize else (0.0, 0.0, 0.0),
-            std=_triple(processor.image_std) if normalize else (1.0, 1.0, 1.0),
+            mean=_triple(getattr(processor, "image_mean", None) or 0.5)
+            if normalize
+            else (0.0, 0.0, 0.0),
+            std=_triple(getattr(processor, "image_std", None) or 0.5)
+            if normalize
+            else (1.0, 1.0, 1.0),
             rescale_factor=float(getattr(processor, "rescale_factor", 1 / 255)),
             resize_to=None if resize_to == tuple(output) else resize_to,
             resample=_resample(getattr(processor, "resample", None)),
@@ -310,7 +314,7 @@ class Preprocessing:
             left = (image.width - self.width) // 2
             top = (image.height - self.height) // 2
             image = image.crop((left, top, left + self.width, top + self.height))
-        pixels = np.asarray(image, dtype=np.uint8)
+        pixels = np.array(image, dtype=np.uint8)  # writable, so torch can share it
         return np.ascontiguousarray(pixels[..., ::-1]) if self.flip_channel_order else pixels
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:

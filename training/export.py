@@ -11,9 +11,11 @@ the PyTorch model's logits on a random batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +81,27 @@ def export_onnx(tag: str, output: Path | None = None) -> Exported:
     return Exported(path=path, tag=str(resolved), max_difference=difference)
 
 
+@contextlib.contextmanager
+def _quiet():
+    """The exporters' warnings and notes (tracer, missing torchvision ops) are not the
+    user's concern: the check after the export is what says the file is right."""
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        onnx_log.setLevel(level)
+
+
 def _export(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+    with _quiet():
+        _run_exporters(module, example, path)
+
+
+def _run_exporters(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     common = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": OPSET}
     try:
         batch = torch.export.Dim("batch")
@@ -94,7 +116,10 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path) -> None:
             **common,
         )
     except Exception as err:  # torch.export raises many types for graphs it cannot trace
-        log.info("torch.export cannot trace this model (%s); using the TorchScript exporter", err)
+        log.info(
+            "torch.export cannot trace this model (%s); using the TorchScript exporter",
+            type(err).__name__,
+        )
         torch.onnx.export(
             module,
             (example,),

@@ -52,8 +52,8 @@ def _overview(metadata: ModelMetadata, preprocessing: Preprocessing) -> str:
             "(SHA-256 of the sorted file list and labels)",
             f"- Images per split: {split}",
             f"- Input: {_policy(preprocessing)}",
-            f"- Trained for up to {config.get('epochs', '?')} epochs, seed {config.get('seed', '?')}; "
-            "the full training configuration is in `visiontune.json`",
+            f"- Training: at most {config.get('epochs', '?')} epoch(s), seed "
+            f"{config.get('seed', '?')}; the full configuration is in `visiontune.json`",
             "- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(metadata.versions.items())),
         ]
     )
