@@ -22,6 +22,7 @@ BENCHMARKS = {
     "train_throughput": ["--threads", "1"],
     "transfer": ["--threads", "1"],
     "serve_throughput": [],
+    "load": [],
 }
 
 
