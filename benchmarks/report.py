@@ -43,9 +43,9 @@ def _intro() -> str:
 35 minutes on 2 cores), writes `benchmarks/results/*.json` and rebuilds this page
 from them. Each script also runs alone, `--quick` for a short sanity run:
 `python -m benchmarks.train_throughput`, `benchmarks.transfer`,
-`benchmarks.serve_throughput`, `benchmarks.load`. Models are built from configs with random or
-project-trained weights and kept in a temporary BentoML store; nothing is
-downloaded. A serving run on another device or in another precision
+`benchmarks.serve_throughput`, `benchmarks.load`. Models are built from configs
+with random or project-trained weights and kept in a temporary BentoML store;
+nothing is downloaded. A serving run on another device or in another precision
 (`--device cuda`, `--dtype bf16`) is kept in its own results file and gets its
 own section below.
 
@@ -300,9 +300,9 @@ def _reliability(result: dict) -> str:
         "same machine each post one digit PNG to `/classify`, wait for the answer and post "
         "again (a client answered 503 waits its `Retry-After`); `/livez` is polled every "
         "0.25 s throughout. Latencies are the clients' and count answered (200) requests. "
-        f"Load average {load['start'][0]:.1f} at the start and {load['end'][0]:.1f} at the "
-        "end, on 2 cores shared with other work: absolute latencies move with it, the ratios "
-        "less so.",
+        f"The load average went from {load['start'][0]:.1f} to {load['end'][0]:.1f} during "
+        "the run, on 2 cores shared with other work: absolute latencies move with it, the "
+        "ratios less so.",
         "",
         "| scenario | requests | answers | p50 ms | p95 ms | p99 ms | p99 / p50 |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
