@@ -1,25 +1,21 @@
 """The real service with a model that fails on marked images, for the batch-failure tests.
 
 ``bentoml serve tests.support.faulty_service:ImageClassifier`` runs the service
-unchanged but for ``Predictor.logits``: a batch holding an image of one solid
+unchanged but for ``Predictor.logits``: a batch holding an image of the solid
 colour ``MODEL_ERROR`` raises a RuntimeError, and a batch of more than one image
 holding one of colour ``OUT_OF_MEMORY`` raises CUDA's out-of-memory error, as a
-GPU short of memory would.
+GPU short of memory would (tests/support/faults.py makes those images). Only the
+server imports this module.
 """
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
-from PIL import Image
 
 from contract.predictor import Predictor
 from service.classifier import ImageClassifier
-
-MODEL_ERROR = (1, 2, 3)
-OUT_OF_MEMORY = (4, 5, 6)
+from tests.support.faults import MODEL_ERROR, OUT_OF_MEMORY
 
 _logits = Predictor.logits
 
@@ -38,11 +34,4 @@ def _failing_logits(self, pixels):
 
 Predictor.logits = _failing_logits
 
-
-def solid_png(colour: tuple[int, int, int], size: int = 32) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-__all__ = ["ImageClassifier", "solid_png"]
+__all__ = ["ImageClassifier"]
