@@ -26,6 +26,7 @@ BENCHMARKS = {
     "serve_profile": [],
     "predict_packing": [],
     "loader": ["--threads", "1"],
+    "load": [],
 }
 
 

@@ -15,16 +15,19 @@ load balancers retry elsewhere or later. The swap touches BentoML internals
 (``bentoml._internal.server.http.traffic``), hence this module and the test that
 guards it (tests/service/test_load.py). ``RetryAfter`` adds the same header to
 the 503 BentoML's batching dispatcher answers when its queue cannot meet
-``max_latency_ms``.
+``max_latency_ms``. ``Deadline`` replaces BentoML's request timeout in the same
+way, to stop it keeping every answered request alive until its timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 
 import anyio
 from bentoml._internal.server.http import traffic
+from starlette.responses import JSONResponse
 
 from service.settings import settings
 
@@ -66,6 +69,35 @@ class ServerFull(traffic.MaxConcurrencyMiddleware):
             await self.app(scope, receive, send)
 
 
+class Deadline(traffic.TimeoutMiddleware):
+    """BentoML's request timeout (504 when no answer has started in time), without its leak.
+
+    BentoML's ``TimeoutMiddleware`` arms a ``loop.call_later`` timer per request and never
+    cancels it, so every request's context (its tracing span, its futures) stays alive for
+    the whole timeout after it was answered: at 70 requests/s and the default 60 s, 4,000
+    contexts and 50,000 objects, which each full garbage collection walks while the worker
+    stands still. ``asyncio.wait`` disarms its timer as soon as the request is done.
+    """
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def send_and_note(message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        answer = asyncio.ensure_future(self.app(scope, receive, send_and_note))
+        done, _ = await asyncio.wait({answer}, timeout=self.timeout)
+        if done or started:
+            return await answer
+        answer.cancel()
+        message = f"Not able to process the request in {self.timeout} seconds"
+        await JSONResponse({"error": message}, status_code=504)(scope, receive, send)
+
+
 class RetryAfter:
     """ASGI middleware: every 503 tells the client when to retry."""
 
@@ -88,5 +120,6 @@ class RetryAfter:
 
 
 def install() -> None:
-    """Make the apps BentoML builds from now on answer a full server with ``ServerFull``."""
+    """Make the apps BentoML builds from now on use ``ServerFull`` and ``Deadline``."""
     traffic.MaxConcurrencyMiddleware = ServerFull
+    traffic.TimeoutMiddleware = Deadline

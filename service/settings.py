@@ -19,6 +19,8 @@ from contract.images import DEFAULT_MAX_PIXELS
 from contract.savedmodel import DEFAULT_MODEL_TAG
 
 PREFIX = "VISIONTUNE_"
+# Peak bytes per pixel while one image decodes: the decoded image and its RGB conversion.
+DECODE_BYTES_PER_PIXEL = 8
 
 
 class Settings(BaseModel):
@@ -156,10 +158,23 @@ class Settings(BaseModel):
         """The ``traffic`` section of the ``@bentoml.service`` config."""
         return {"max_concurrency": self.max_concurrency, "timeout": self.timeout_s}
 
-    def decode_slots(self) -> int:
-        """Concurrent decodes per worker: ``decode_threads`` if set, else the worker's CPUs
-        (more only makes decodes share cores and hold more images in memory at once)."""
-        return self.decode_threads or max(1, available_cpus() // self.workers)
+    def decode_slots(self, cpus: int | None = None) -> int:
+        """Concurrent decodes per worker: ``decode_threads`` if set, else the worker's share of
+        ``cpus`` (default: this machine's); more would only share cores and hold more images."""
+        return self.decode_threads or max(1, (cpus or available_cpus()) // self.workers)
+
+    def memory_ceiling(self, model_bytes: int, batch_bytes_per_image: int, cpus: int) -> int:
+        """The most memory the server can use, in bytes (README, "Memory"): per worker, the
+        model and runtime, a full batch, every decode slot holding the largest image, and
+        every request in flight holding a body of the largest size twice (read, then decoded)."""
+        requests = math.ceil(self.max_concurrency / self.workers)
+        per_worker = (
+            model_bytes
+            + self.max_batch_size * batch_bytes_per_image
+            + self.decode_slots(cpus) * self.max_pixels * DECODE_BYTES_PER_PIXEL
+            + requests * 2 * self.max_body_bytes
+        )
+        return self.workers * per_worker
 
     def check_precision(self, has_gpu: bool) -> None:
         """Refuse a precision this machine can't run (at import, before workers start)."""

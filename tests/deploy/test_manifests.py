@@ -8,6 +8,7 @@ import re
 import pytest
 import yaml
 
+from service.settings import Settings
 from tests.support.deploy import (
     DEPLOY,
     EXTERNAL_METRICS,
@@ -22,6 +23,7 @@ from tests.support.deploy import (
 )
 
 KUBERNETES_VERSION = "1.33.0"
+MiB, GiB = 2**20, 2**30
 CLUSTER_KINDS = {
     "Namespace",
     "Deployment",
@@ -369,3 +371,45 @@ def test_retraining_pod_keeps_the_store_and_reads_the_data():
     writable = {mount["mountPath"] for mount in mounts.values() if not mount.get("readOnly")}
     for name in ("XDG_CACHE_HOME", "MPLCONFIGDIR"):
         assert any(env[name].startswith(path + "/") for path in writable)
+
+
+def container_settings(overlay: str) -> Settings:
+    return Settings.from_env({e["name"]: e["value"] for e in container(overlay)["env"]})
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_stopping_pod_finishes_its_requests(overlay):
+    pod = one(overlay, "Deployment")["spec"]["template"]["spec"]
+    pause = container(overlay)["lifecycle"]["preStop"]["exec"]["command"]
+    assert pause[0] == "sleep" and int(pause[1]) >= 5
+    timeout = container_settings(overlay).timeout_s
+    assert pod["terminationGracePeriodSeconds"] >= int(pause[1]) + timeout
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "cpu"])
+def test_the_autoscaler_owns_the_replica_count(overlay):
+    assert "replicas" not in one(overlay, "Deployment")["spec"]
+    assert one(overlay, "HorizontalPodAutoscaler")["spec"]["minReplicas"] >= 2
+
+
+# What the formula can't read from the manifests (README, "Memory"): the runtime and
+# weights of a ViT-base (on a GPU also the CUDA libraries), and the activations per image
+# of a batch on the CPU (on a GPU they live in GPU memory).
+MODEL_BYTES = {"gpu": 2 * GiB, "cpu": int(0.9 * GiB), "local": int(0.7 * GiB)}
+BATCH_BYTES_PER_IMAGE = {"gpu": 0, "cpu": 10 * MiB, "local": 10 * MiB}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_memory_limit_holds_the_stated_ceiling(overlay):
+    resources = container(overlay)["resources"]
+    cpus = int(resources["limits"]["cpu"])
+    ceiling = container_settings(overlay).memory_ceiling(
+        MODEL_BYTES[overlay], BATCH_BYTES_PER_IMAGE[overlay], cpus
+    )
+    assert ceiling <= gibibytes(resources["limits"]["memory"]) * GiB
+    assert gibibytes(resources["requests"]["memory"]) * GiB >= ceiling * 0.5
+
+
+def gibibytes(quantity: str) -> float:
+    assert quantity.endswith("Gi"), quantity
+    return float(quantity.removesuffix("Gi"))

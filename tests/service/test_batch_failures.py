@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.faults import MODEL_ERROR, OUT_OF_MEMORY, solid_png
+from tests.support.faults import FAULTY_SERVICE, MODEL_ERROR, OUT_OF_MEMORY, solid_png
 from tests.support.servers import LIMITS, serving, total
 
 
@@ -14,7 +14,7 @@ from tests.support.servers import LIMITS, serving, total
 def faulty_server(digits_model, tmp_path_factory):
     env = {"VISIONTUNE_MODEL": digits_model, **LIMITS}
     home = tmp_path_factory.mktemp("home-faulty")
-    with serving(home, env, service="tests.support.faulty_service:ImageClassifier") as running:
+    with serving(home, env, service=FAULTY_SERVICE) as running:
         yield running
 
 

@@ -1,10 +1,11 @@
 """The real service with a model that fails on marked images, for the batch-failure tests.
 
 ``bentoml serve tests.support.faulty_service:ImageClassifier`` runs the service
-unchanged but for ``Predictor.logits``: a batch holding an image of one solid
+unchanged but for ``Predictor.logits``: a batch holding an image of the solid
 colour ``MODEL_ERROR`` raises a RuntimeError, and a batch of more than one image
 holding one of colour ``OUT_OF_MEMORY`` raises CUDA's out-of-memory error, as a
-GPU short of memory would.
+GPU short of memory would (tests/support/faults.py makes those images). Only the
+server imports this module.
 """
 
 from __future__ import annotations
@@ -32,6 +33,5 @@ def _failing_logits(self, pixels):
 
 
 Predictor.logits = _failing_logits
-
 
 __all__ = ["ImageClassifier"]

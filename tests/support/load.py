@@ -141,24 +141,30 @@ def run_phases(
 async def _run(url, payloads, phases, timeout_s, during) -> Run:
     run = Run(outcomes=[], livez=[])
     origin = time.monotonic()
-    connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    # one connection per client, kept from phase to phase, as a real client would
+    sessions = [
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), timeout=timeout)
+        for _ in range(max(phase.clients for phase in phases) + 1)
+    ]
+    try:
         stop_livez = asyncio.Event()
-        livez = asyncio.create_task(_poll_livez(session, url, origin, run, stop_livez))
+        livez = asyncio.create_task(_poll_livez(sessions[-1], url, origin, run, stop_livez))
         if during is not None:
             asyncio.get_running_loop().run_in_executor(None, during, origin)
         for phase in phases:
             started = time.monotonic() - origin
             deadline = time.monotonic() + phase.seconds
             clients = [
-                _client(session, url, payloads, i, deadline, origin, phase.name, run.outcomes)
+                _client(sessions[i], url, payloads, i, deadline, origin, phase.name, run.outcomes)
                 for i in range(phase.clients)
             ]
             await asyncio.gather(*clients)
             run.phases[phase.name] = (started, time.monotonic() - origin)
         stop_livez.set()
         await livez
+    finally:
+        await asyncio.gather(*(session.close() for session in sessions))
     return run
 
 
