@@ -397,6 +397,7 @@ def test_the_autoscaler_owns_the_replica_count(overlay):
 # of a batch on the CPU (on a GPU they live in GPU memory).
 MODEL_BYTES = {"gpu": 2 * GiB, "cpu": int(0.9 * GiB), "local": int(0.7 * GiB)}
 BATCH_BYTES_PER_IMAGE = {"gpu": 0, "cpu": 10 * MiB, "local": 10 * MiB}
+MODEL_BYTES["canary"], BATCH_BYTES_PER_IMAGE["canary"] = MODEL_BYTES["gpu"], 0  # gpu's pods
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
