@@ -20,6 +20,7 @@ def two_workers(digits_model, tmp_path_factory):
         "VISIONTUNE_MODEL": digits_model,
         "VISIONTUNE_WORKERS": "2",
         "VISIONTUNE_MAX_BATCH_SIZE": "1",
+        "VISIONTUNE_ACCESS_LOG": "1",  # which worker served each request
         **LIMITS,
     }
     with serving(tmp_path_factory.mktemp("home-two-workers"), env) as running:
