@@ -219,7 +219,7 @@ def _serving(result: dict, title: str = "## Serving throughput and latency (issu
         "service_over_best_limit": f"service / best in-process limit (batch {best})",
         "service_over_unbatched": "service / service with batching off",
         "service_over_baseline": "service / FastAPI + pipeline baseline",
-        "other_ms_per_image": "service's other CPU ms per image (at most)",
+        "other_ms_per_image": "service's other CPU ms per image, at concurrency 1 (at most)",
     }
     lines += [
         "| ratio | measured | target | | ceiling set by the limit |",
