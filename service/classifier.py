@@ -106,6 +106,7 @@ class ImageClassifier:
                 "precision": self.predictor.precision,
                 "precision_reason": self.precision_reason,
                 "compiled": settings.compile,
+                "gpu_decode": settings.gpu_decode,
                 "max_batch_size": settings.max_batch_size,
                 "max_latency_ms": settings.max_latency_ms,
                 "workers": settings.workers,
