@@ -117,7 +117,9 @@ class ImageClassifier:
         self.warm_up()
 
     def load(self, path: str) -> Predictor:
-        """The stored model as a calibrated predictor, in eval mode on the serving device."""
+        """The stored model as a calibrated predictor, in eval mode on the serving device, in
+        its precision (why: ``self.precision_reason``), compiled if asked; with the GPU JPEG
+        decoder (``self.gpu_jpegs``) if asked."""
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if device.type == "cpu":
             torch.set_num_threads(settings.cpu_threads())
@@ -155,7 +157,7 @@ class ImageClassifier:
             self.tag,
             self.predictor.device,
             settings.max_batch_size,
-            " and one of 1 (compiling)" if settings.compile else "",
+            " and one of 1 (compiling)" if len(sizes) > 1 else "",
             time.perf_counter() - started,
         )
 
