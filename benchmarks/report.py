@@ -350,8 +350,12 @@ def _profile(result: dict) -> str:
         f"(one 640x480 JPEG per `POST /classify`, concurrency {result['concurrency']}, fp32), "
         f"sampled by py-spy (on-CPU samples of every server process, 100 Hz, "
         f"{result['seconds']:g}s per configuration). The server's CPU time per image over the "
-        "window is split by the share of samples whose stack reaches each component (forward "
-        "pass and decoding first, so the rest is overhead per request).",
+        "window is split by the share of samples in each component (a sample counts for the "
+        "innermost of its frames that belongs to one, so a middleware counts only its own work). What the service's "
+        "defaults leave out: BentoML's access log (`VISIONTUNE_ACCESS_LOG` turns it on) and "
+        "the OpenTelemetry middleware's span per request (`VISIONTUNE_TRACING`); both runs "
+        "serve through uvicorn on httptools and uvloop (project dependencies), whose HTTP "
+        "parsing and event loop are C.",
         "",
         "| component | " + " | ".join(names.get(n, n) for n in runs) + " |",
         "| --- |" + " ---: |" * len(runs),
