@@ -108,7 +108,9 @@ def profile(server, images: list[bytes], concurrency: int, seconds: float, work:
     cpu_before = _tree_cpu_seconds(server.process.pid)
     row = asyncio.run(load(server.url, images, concurrency, seconds - 2.0, 0.0))
     cpu = _tree_cpu_seconds(server.process.pid) - cpu_before
-    _, errors = recorder.communicate(timeout=120)
+    _, errors = recorder.communicate(
+        timeout=seconds + 600
+    )  # py-spy is slow to finish on a busy host
     if recorder.returncode != 0:
         raise RuntimeError(f"py-spy failed: {errors.decode()[-2000:]}")
     counts, frames = read_samples(raw)
