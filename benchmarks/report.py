@@ -453,7 +453,7 @@ def _packing(result: dict) -> str:
         "",
         f"`python -m benchmarks.predict_packing`: {result['files']} JPEGs (640x480) in one "
         "folder classified by `visiontune predict FOLDER --json` against the service with its "
-        f"defaults (the serving benchmark's model, fp32), median of {result['rounds']} rounds:",
+        f"defaults but a 10-minute queue limit (the serving benchmark's model, fp32), median of {result['rounds']} rounds:",
         "",
         "| client | options | files/s | vs one per request |",
         "| --- | --- | ---: | ---: |",
