@@ -7,12 +7,13 @@ import pytest
 from tests.support.servers import LIMITS, Server
 from visiontune.client import wait_until_ready
 
-# Inductor compiles C++ for two graphs before /readyz; on a busy 2-core machine that
-# takes minutes (the Kubernetes startup probe allows 10)
-COMPILE_READY_TIMEOUT_S = 600
+# Inductor compiles C++ for two graphs before /readyz: under a minute on an idle core,
+# a quarter of an hour on a 2-core machine shared by a dozen busy processes
+COMPILE_READY_TIMEOUT_S = 1500
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_a_compiled_model_serves_the_same_labels(server, digits_model, tmp_path, digit_files):
     paths = [paths[45] for paths in list(digit_files.values())[:8]]
     env = {"VISIONTUNE_MODEL": digits_model, "VISIONTUNE_COMPILE": "1", **LIMITS}
