@@ -211,6 +211,9 @@ def _serving(result: dict, title: str = "## Serving throughput and latency (issu
             )
             label = ""
     lines += _breakdown_table(result)
+    contended = _contended(result)
+    if contended:
+        lines += ["", contended]
     targets = result["targets"]
     c = targets["concurrency"]
     best = result["limit"]["best_batch_size"]
@@ -231,6 +234,7 @@ def _serving(result: dict, title: str = "## Serving throughput and latency (issu
         t = targets[key]
         ceiling = f"{t['ceiling']:.2f}" if "ceiling" in t else ""
         verdict = "met" if t["met"] else "**missed**"
+        verdict = "not judged (host contended)" if contended else verdict
         lines.append(f"| {text} | {t['value']:.2f} | {t['target']:g} | {verdict} | {ceiling} |")
     lines += [
         "",
@@ -240,6 +244,29 @@ def _serving(result: dict, title: str = "## Serving throughput and latency (issu
     ]
     lines += ["", _machine(result)]
     return "\n".join(lines)
+
+
+CONTENDED_BUSY_SHARE = 0.5
+
+
+def _contended(result: dict) -> str:
+    """A warning when the servers got too little of their cores for the run to judge anything."""
+    busy = [
+        row["server"]["cpu_busy_share"]
+        for row in result["servers"].get("service", {}).values()
+        if "cpu_busy_share" in row.get("server", {})
+    ]
+    if not busy or min(busy) >= CONTENDED_BUSY_SHARE:
+        return ""
+    load = result["machine"]["load_average_at_start"][0]
+    return (
+        f"**This run does not measure the service.** Other work on the machine (load average "
+        f"{load} at the start) left the servers {min(busy):.0%}-{max(busy):.0%} of their core "
+        "while loaded, so rates are a fraction of what these cores serve, the limit and the "
+        "servers saw different loads, and the wall-clock parts of the breakdown exceed the CPU "
+        "time (other < 0). The targets are not judged from it; run "
+        "`python -m benchmarks.serve_throughput` again on a quiet machine."
+    )
 
 
 def _breakdown_table(result: dict) -> list[str]:
