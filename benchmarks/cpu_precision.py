@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_per_measure": args.seconds,
         "accuracy": accuracy,
         "speed": speed,
-        "machine": facts,
+        "machine": {**facts, "torch_threads_measured": 1},
     }
     write_result("cpu_precision", result, args, started)
     return 0

@@ -308,6 +308,9 @@ def _serving(result: dict, title: str = "## Serving throughput and latency (issu
             )
             label = ""
     lines += _breakdown_table(result)
+    contended = _contended(result)
+    if contended:
+        lines += ["", contended]
     targets = result["targets"]
     c = targets["concurrency"]
     best = result["limit"]["best_batch_size"]
@@ -316,15 +319,19 @@ def _serving(result: dict, title: str = "## Serving throughput and latency (issu
         "service_over_best_limit": f"service / best in-process limit (batch {best})",
         "service_over_unbatched": "service / service with batching off",
         "service_over_baseline": "service / FastAPI + pipeline baseline",
+        "other_ms_per_image": "service's other CPU ms per image, at concurrency 1 (at most)",
     }
     lines += [
         "| ratio | measured | target | | ceiling set by the limit |",
         "| --- | ---: | ---: | --- | ---: |",
     ]
     for key, text in described.items():
+        if key not in targets:
+            continue
         t = targets[key]
         ceiling = f"{t['ceiling']:.2f}" if "ceiling" in t else ""
         verdict = "met" if t["met"] else "**missed**"
+        verdict = "not judged (host contended)" if contended else verdict
         lines.append(f"| {text} | {t['value']:.2f} | {t['target']:g} | {verdict} | {ceiling} |")
     lines += [
         "",
@@ -334,6 +341,29 @@ def _serving(result: dict, title: str = "## Serving throughput and latency (issu
     ]
     lines += ["", _machine(result)]
     return "\n".join(lines)
+
+
+CONTENDED_BUSY_SHARE = 0.5
+
+
+def _contended(result: dict) -> str:
+    """A warning when the servers got too little of their cores for the run to judge anything."""
+    busy = [
+        row["server"]["cpu_busy_share"]
+        for row in result["servers"].get("service", {}).values()
+        if "cpu_busy_share" in row.get("server", {})
+    ]
+    if not busy or min(busy) >= CONTENDED_BUSY_SHARE:
+        return ""
+    load = result["machine"]["load_average_at_start"][0]
+    return (
+        f"**This run does not measure the service.** Other work on the machine (load average "
+        f"{load} at the start) left the servers {min(busy):.0%}-{max(busy):.0%} of their core "
+        "while loaded, so rates are a fraction of what these cores serve, the limit and the "
+        "servers saw different loads, and the wall-clock parts of the breakdown exceed the CPU "
+        "time (other < 0). The targets are not judged from it; run "
+        "`python -m benchmarks.serve_throughput` again on a quiet machine."
+    )
 
 
 def _breakdown_table(result: dict) -> list[str]:
@@ -563,8 +593,12 @@ def _profile(result: dict) -> str:
         f"(one 640x480 JPEG per `POST /classify`, concurrency {result['concurrency']}, fp32), "
         f"sampled by py-spy (on-CPU samples of every server process, 100 Hz, "
         f"{result['seconds']:g}s per configuration). The server's CPU time per image over the "
-        "window is split by the share of samples whose stack reaches each component (forward "
-        "pass and decoding first, so the rest is overhead per request).",
+        "window is split by the share of samples in each component (a sample counts for the "
+        "innermost of its frames that belongs to one, so a middleware counts only its own work). What the service's "
+        "defaults leave out: BentoML's access log (`VISIONTUNE_ACCESS_LOG` turns it on) and "
+        "the OpenTelemetry middleware's span per request (`VISIONTUNE_TRACING`); both runs "
+        "serve through uvicorn on httptools and uvloop (project dependencies), whose HTTP "
+        "parsing and event loop are C.",
         "",
         "| component | " + " | ".join(names.get(n, n) for n in runs) + " |",
         "| --- |" + " ---: |" * len(runs),
@@ -662,7 +696,7 @@ def _packing(result: dict) -> str:
         "",
         f"`python -m benchmarks.predict_packing`: {result['files']} JPEGs (640x480) in one "
         "folder classified by `visiontune predict FOLDER --json` against the service with its "
-        f"defaults (the serving benchmark's model, fp32), median of {result['rounds']} rounds:",
+        f"defaults but a 10-minute queue limit (the serving benchmark's model, fp32), median of {result['rounds']} rounds:",
         "",
         "| client | options | files/s | vs one per request |",
         "| --- | --- | ---: | ---: |",

@@ -6,8 +6,8 @@ The benchmark model of ``serve_throughput`` (DeiT-tiny size, 224 px) is served b
 unless the service turns them off) and ``service`` (the service's own defaults). Each
 is loaded like ``serve_throughput`` does (one 640x480 JPEG per request, ``--concurrency``
 in flight, pinned to the same CPUs) while ``py-spy record`` samples every process of
-the server for ``--seconds`` (on-CPU samples only: threads waiting in a selector or on
-a condition are left out). The server's CPU time per image over
+the server for ``--seconds`` (on-CPU samples only: threads waiting in a selector, on a
+condition or in uvloop's loop are left out). The server's CPU time per image over
 the same window (``/proc``) is split between components in proportion to their samples;
 a sample counts for the component of its innermost frame that belongs to one of
 :data:`COMPONENTS` (the middlewares wrap all that a request does, so only the frames
@@ -54,8 +54,9 @@ COMPONENTS = [
 # for it, and so does one that no component claims
 GENERIC = ("HTTP server and event loop", r"uvicorn/|h11/|httptools|asyncio/|starlette/|anyio/")
 SOCKET_IO = re.compile(r"selector_events\.py|uvicorn/|h11/|httptools")
-# innermost frames of a thread waiting, which py-spy can report as running
-IDLE = re.compile(r"\b(select \(selectors\.py|wait \(threading\.py)\)")
+# innermost frames of a thread waiting, which py-spy can report as running: asyncio's
+# selector, a condition, and uvloop's loop (C code under Runner.run: waiting in epoll)
+IDLE = re.compile(r"\b(select \(selectors\.py|wait \(threading\.py|Runner\.run \(runners\.py)\)")
 CONFIGURATIONS = {
     "bentoml_defaults": {"VISIONTUNE_ACCESS_LOG": "1", "VISIONTUNE_TRACING": "1"},
     "service": {},
@@ -107,7 +108,9 @@ def profile(server, images: list[bytes], concurrency: int, seconds: float, work:
     cpu_before = _tree_cpu_seconds(server.process.pid)
     row = asyncio.run(load(server.url, images, concurrency, seconds - 2.0, 0.0))
     cpu = _tree_cpu_seconds(server.process.pid) - cpu_before
-    _, errors = recorder.communicate(timeout=120)
+    _, errors = recorder.communicate(
+        timeout=seconds + 600
+    )  # py-spy is slow to finish on a busy host
     if recorder.returncode != 0:
         raise RuntimeError(f"py-spy failed: {errors.decode()[-2000:]}")
     counts, frames = read_samples(raw)

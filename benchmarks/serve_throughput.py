@@ -605,13 +605,20 @@ def _summarise(args, limit_rates, rows, serving, images) -> dict:
     targets["service_over_baseline"]["ceiling"] = (
         limit[str(best_size)] / table["baseline"][str(c)]["images_per_second"]
     )
+    # at concurrency 1 the wall-clock parts follow each other, so other is CPU time
+    # outside decoding and the forward pass (with many in flight they overlap)
+    other = table["service"].get("1", {}).get("server", {}).get("other_ms_per_image")
+    if other is not None:
+        targets["other_ms_per_image"] = {"value": other, "target": 1.0, "at_most": True}
     for target in targets.values():
         if isinstance(target, dict):
-            target["met"] = target["value"] >= target["target"]
+            below = target["value"] <= target["target"]
+            target["met"] = below if target.get("at_most") else target["value"] >= target["target"]
     for name, target in targets.items():
         if isinstance(target, dict):
             verdict = "met" if target["met"] else "MISSED"
-            print(f"{name} at c={c}: {target['value']:.2f} (>= {target['target']}: {verdict})")
+            sign = "<=" if target.get("at_most") else ">="
+            print(f"{name} at c={c}: {target['value']:.2f} ({sign} {target['target']}: {verdict})")
     return {
         "device": args.device,
         "preset": args.preset,

@@ -114,6 +114,7 @@ class ImageClassifier:
                 "precision": self.predictor.precision,
                 "precision_reason": self.precision_reason,
                 "compiled": settings.compile,
+                "gpu_decode": settings.gpu_decode,
                 "max_batch_size": settings.max_batch_size,
                 "max_latency_ms": settings.max_latency_ms,
                 "workers": settings.workers,
@@ -131,7 +132,9 @@ class ImageClassifier:
         gc.freeze()
 
     def load(self, path: str) -> Predictor:
-        """The stored model as a calibrated predictor, in eval mode on the serving device."""
+        """The stored model as a calibrated predictor, in eval mode on the serving device, in
+        its precision (why: ``self.precision_reason``), compiled if asked; with the GPU JPEG
+        decoder (``self.gpu_jpegs``) if asked."""
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if device.type == "cpu":
             torch.set_num_threads(settings.cpu_threads())
@@ -169,7 +172,7 @@ class ImageClassifier:
             self.tag,
             self.predictor.device,
             settings.max_batch_size,
-            " and one of 1 (compiling)" if settings.compile else "",
+            " and one of 1 (compiling)" if len(sizes) > 1 else "",
             time.perf_counter() - started,
         )
 
