@@ -194,6 +194,8 @@ def _transfer_margins(tables: dict) -> list[str]:
     """Fine-tuning's lead over scratch, and LoRA's gap to full fine-tuning, per policy."""
     lines = [""]
     for augment, table in tables.items():
+        if not {"full", "scratch (full)", "lora"} <= table.keys():
+            continue
         full, scratch, lora = table["full"], table["scratch (full)"], table["lora"]
         leads = ", ".join(
             f"{shots} per class {100 * (full[shots]['mean'] - scratch[shots]['mean']):+.1f}"
