@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -109,7 +110,7 @@ def rotations(names: list[str], rounds: int) -> list[list[str]]:
 
 
 def _flags(argv: list[str]) -> str:
-    return "".join(" " + arg for arg in argv)
+    return "".join(" " + shlex.quote(arg) for arg in argv)
 
 
 def _cpu_model() -> str:

@@ -156,8 +156,9 @@ def _transfer(result: dict) -> str:
     lines = [
         "## Transfer vs scratch (issue 2)",
         "",
-        f"Held-out accuracy on {result['target_task']} (never seen in pretraining) with 5, 20 "
-        f"or all training examples per class. `linear`, `partial`, `full` and `lora` start from "
+        f"Held-out accuracy on {result['target_task']} (never seen in pretraining) with "
+        f"{' or '.join(next(iter(next(iter(tables.values())).values())))} training examples "
+        "per class. `linear`, `partial`, `full` and `lora` start from "
         f"the small ViT ({result['image_size']} px) that `make demo` pretrains on "
         f"{result['source_task']}; `scratch (full)` is the same architecture from random "
         f"weights. `visiontune train` for each (at most {result['max_epochs']} epochs, early "
@@ -200,6 +201,8 @@ def _transfer_margins(tables: dict) -> list[str]:
     """Fine-tuning's lead over scratch, and LoRA's gap to full fine-tuning, per policy."""
     lines = [""]
     for augment, table in tables.items():
+        if not {"full", "scratch (full)", "lora"} <= table.keys():
+            continue
         full, scratch, lora = table["full"], table["scratch (full)"], table["lora"]
         leads = ", ".join(
             f"{shots} per class {100 * (full[shots]['mean'] - scratch[shots]['mean']):+.1f}"
@@ -231,7 +234,7 @@ def _robustness(result: dict) -> str:
         "and rendered in other ways: other sizes and resampling filters, shifted one pixel of "
         "the 8x8 grid (mean of 4 directions, vacated edge black), rotated by 10 degrees either "
         "way at 32 px (mean of both), thicker strokes (32 px, 3x3 maximum filter). Mean over "
-        f"seeds {', '.join(map(str, result['seeds']))}; in brackets, points below native.",
+        f"seeds {', '.join(map(str, result['seeds']))}; in brackets, the difference from native in points.",
         "",
         "| rendering | " + " | ".join(f"`--augment {p}`" for p in table) + " |",
         "| --- |" + " ---: |" * len(table),

@@ -144,13 +144,15 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = parser(__doc__.splitlines()[0])
+    args.add_argument("--seeds", type=int, default=3, help="seeds to average (default 3)")
+    args = args.parse_args(argv)
     set_threads(args)
     started = time.perf_counter()
     from training.backbones import save_random_backbone
     from visiontune.demo import IMAGE_SIZE, pretrained_backbone
 
-    seeds = [0] if args.quick else [0, 1, 2]
+    seeds = [0] if args.quick else list(range(args.seeds))
     epochs = 4 if args.quick else 40
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-robustness-") as work:

@@ -292,11 +292,20 @@ ROUNDS = 5
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = parser(__doc__.splitlines()[0])
+    args.add_argument(
+        "--workloads",
+        nargs="+",
+        choices=list(WORKLOADS),
+        default=list(WORKLOADS),
+        help="workloads to measure (default: all)",
+    )
+    args.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds (default {ROUNDS})")
+    args = args.parse_args(argv)
     set_threads(args)
     started = time.perf_counter()
-    rounds = 1 if args.quick else ROUNDS
-    workloads = ["demo-vit-16px"] if args.quick else list(WORKLOADS)
+    rounds = 1 if args.quick else args.rounds
+    workloads = ["demo-vit-16px"] if args.quick else args.workloads
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as work:
         for workload in workloads:

@@ -28,7 +28,6 @@ from pathlib import Path
 
 from benchmarks.common import parser, set_threads, write_result
 
-SHOTS = [5, 20, None]  # examples per class; None: all of the training split
 POLICIES = ["none", "light"]
 # (row, initial weights, strategy, peak learning rate)
 ROWS = [
@@ -85,10 +84,10 @@ def run_one(
     }
 
 
-def tabulate(runs: list[dict], augment: str, shots_list: list) -> dict:
+def tabulate(runs: list[dict], augment: str, shots_list: list, rows: list) -> dict:
     """Mean and spread of the test accuracy per row and examples per class."""
     table = {}
-    for row, *_ in ROWS:
+    for row, *_ in rows:
         table[row] = {}
         for shots in shots_list:
             key = shots if shots is not None else "all"
@@ -105,20 +104,43 @@ def tabulate(runs: list[dict], augment: str, shots_list: list) -> dict:
     return table
 
 
+def arguments(argv: list[str] | None):
+    args = parser(__doc__.splitlines()[0])
+    args.add_argument(
+        "--rows",
+        nargs="+",
+        choices=[row for row, *_ in ROWS],
+        default=[row for row, *_ in ROWS],
+        help="strategies to run (default: all)",
+    )
+    args.add_argument(
+        "--per-class",
+        nargs="+",
+        default=["5", "20", "all"],
+        help="examples per class to run (default: 5 20 all)",
+    )
+    args.add_argument(
+        "--seeds", type=int, default=3, help="seeds for 5 and 20 per class (default 3; all: 1)"
+    )
+    return args.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = arguments(argv)
     set_threads(args)
     started = time.perf_counter()
     from training.backbones import save_random_backbone
     from visiontune.demo import IMAGE_SIZE, pretrained_backbone
 
-    shots_list = [5] if args.quick else SHOTS
+    shots_list = [None if shots == "all" else int(shots) for shots in args.per_class]
+    shots_list = [5] if args.quick else shots_list
+    rows = [row for row in ROWS if row[0] in args.rows]
     epochs = 8 if args.quick else 50
 
     def seeds_for(shots) -> list[int]:
         if args.quick:
             return [0]
-        return [0, 1, 2] if shots is not None else [0]
+        return list(range(args.seeds)) if shots is not None else [0]
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-transfer-") as work:
@@ -127,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         backbones = {"random": random_init, "pretrained": pretrained_backbone(random_init)}
         for shots in shots_list:
             for seed in seeds_for(shots):
-                for (row, weights, strategy, lr), augment in itertools.product(ROWS, POLICIES):
+                for (row, weights, strategy, lr), augment in itertools.product(rows, POLICIES):
                     run = run_one(
                         backbones[weights], strategy, lr, shots, seed, epochs, work, augment
                     )
@@ -141,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"({run['epochs_run']} epochs, {run['seconds']}s)",
                         flush=True,
                     )
-    table = {augment: tabulate(runs, augment, shots_list) for augment in POLICIES}
+    table = {augment: tabulate(runs, augment, shots_list, rows) for augment in POLICIES}
     write_result(
         "transfer",
         {

@@ -116,9 +116,10 @@ class BatchAugmenter:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.active:
             return self.preprocessing.normalize(images), labels
-        devices = [images.device] if images.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self._batch_seed(epoch, batch))
+        # kornia draws its parameters on the CPU generator, wherever the pixels are;
+        # seeding only that one skips torch.manual_seed's per-backend bookkeeping
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(self._batch_seed(epoch, batch))
             pixels = images.permute(0, 3, 1, 2).float().div_(255)
             if self.pipeline is not None:
                 pixels = self.pipeline(pixels).clamp_(0, 1)

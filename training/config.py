@@ -185,9 +185,9 @@ class TrainConfig(BaseModel):
                 continue
             if self.strategy == "linear":
                 raise ValueError(
-                    f"{flag} trains a head on blends the frozen backbone never learns to "
-                    f"separate (--strategy linear); use --strategy partial, full or lora, "
-                    f"or drop {flag}"
+                    f"{flag} with --strategy linear trains only the head on blends the "
+                    f"frozen backbone never adapts to, which gains nothing; use --strategy "
+                    f"partial, full or lora, or drop {flag}"
                 )
             if self.batch_size < 2:
                 raise ValueError(

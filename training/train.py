@@ -132,6 +132,10 @@ def train(
         num_warmup_steps=int(config.warmup_ratio * optimizer_steps) * accelerator.num_processes,
         num_training_steps=optimizer_steps * accelerator.num_processes,
     )
+    # the average copies the model before Accelerate wraps its forward (autocast)
+    ema = None
+    if config.ema_decay is not None:
+        ema = weight_average(model, config.ema_decay).to(accelerator.device)
     model, optimizer, scheduler, val_loader = accelerator.prepare(
         model, optimizer, scheduler, val_loader
     )
@@ -141,9 +145,7 @@ def train(
     )
     loss_fn = loss_fn.to(accelerator.device)
     augmenter = _augmenter(config, preprocessing, data, accelerator.process_index)
-    ema = None
-    if config.ema_decay is not None:
-        ema = weight_average(accelerator.unwrap_model(model), config.ema_decay)
+    if ema is not None:
         accelerator.register_for_checkpointing(ema)  # resumed with the rest of the state
 
     progress = resumed or {"epoch": 0, "batches_done": 0, "history": [], "best": None, "bad": 0}

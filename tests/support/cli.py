@@ -72,6 +72,6 @@ def train_command(args: list[str]) -> subprocess.CompletedProcess:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
