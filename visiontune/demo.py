@@ -29,6 +29,7 @@ from training.config import TrainConfig
 from training.data import load_data
 from training.train import train
 from visiontune.client import wait_until_ready
+from visiontune.lifecycle.registry import promote
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = [str(d) for d in range(5)]
@@ -164,6 +165,10 @@ def main() -> int:
         f"      fine-tuned without augmentation:         held-out accuracy {plain.metadata.test.accuracy:.3f}"
     )
     print(f"      saved {tuned.tag} (report: {tuned.run_dir / 'report.md'})")
+    promote(str(tuned.tag), "make demo: fine-tuned on digits 5-9")
+    print(
+        f"      promoted {tuned.tag} to production: `bentoml serve service:ImageClassifier` serves it"
+    )
 
     serve_and_classify(tuned.tag, target_config(backbone, "-", 5e-4, work))
     return 0
