@@ -17,6 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 from tests.support.images import digit_image  # noqa: E402
+from tests.support.needs import need_podman  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +58,10 @@ def digits_folder(tmp_path_factory) -> Path:
         folder.mkdir(exist_ok=True)
         digit_image(pixels).save(folder / f"{target}_{counts[target]:03d}.png")
     return root
+
+
+@pytest.fixture(autouse=True)
+def podman_when_marked(request):
+    """Tests marked ``podman`` skip with the reason where it is missing (fail under CI)."""
+    if request.node.get_closest_marker("podman"):
+        need_podman()

@@ -27,11 +27,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support import REPO
 from tests.support.builders import digits_classifier_config
 from tests.support.deploy import DEPLOY, EXTERNAL_METRICS, promql_metrics
+from tests.support.needs import need
 from tests.support.servers import free_port
 from visiontune.client import ClientError, wait_until_ready
 
 # A cold machine builds the base image and every image layer: minutes on 2 cores.
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.e2e, pytest.mark.podman, pytest.mark.timeout(1800)]
 
 IMAGE = "localhost/visiontune-cpu:e2e"
 POD = "visiontune-pod-0"
@@ -200,8 +201,7 @@ def wait_ready(url: str, timeout: float = 180, path: str = "/readyz") -> None:
 def prometheus(url, tmp_path_factory):
     """Prometheus scraping the pod every second with the alert rules loaded; the
     target carries the labels the Prometheus Operator would give it."""
-    if shutil.which("prometheus") is None:
-        pytest.skip("prometheus is not installed: run `make prometheus`")
+    need(shutil.which("prometheus") is not None, "prometheus (`make prometheus`)")
     folder = tmp_path_factory.mktemp("prometheus")
     rules = folder / "rules.yaml"
     rule = yaml.safe_load((DEPLOY / "k8s" / "base" / "prometheusrule.yaml").read_text())

@@ -8,10 +8,10 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.support import REPO
+from tests.support.needs import need
 
 DEPLOY = REPO / "deploy"
 OVERLAYS = ("gpu", "cpu", "local", "canary")
@@ -23,8 +23,7 @@ EXTERNAL_METRICS = {"up", "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED"}
 
 def tool(name: str) -> Path:
     path = TOOLS / name
-    if not path.exists():
-        pytest.skip(f"{path} is missing: run `make tools`")
+    need(path.exists(), f"{path}: run `make tools`")
     return path
 
 
@@ -35,8 +34,7 @@ def run(command: list, **kwargs) -> subprocess.CompletedProcess:
 @cache
 def render(target: str) -> str:
     """`kubectl kustomize` of an overlay (or any kustomization under deploy/)."""
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl (with kustomize) is not installed")
+    need(shutil.which("kubectl") is not None, "kubectl (with kustomize)")
     folder = DEPLOY / "k8s" / "overlays" / target if target in OVERLAYS else DEPLOY / target
     result = run(["kubectl", "kustomize", folder])
     assert result.returncode == 0, result.stderr
@@ -53,8 +51,7 @@ def one(target: str, kind: str) -> dict:
 
 
 def validate_crds(docs: list[dict]) -> subprocess.CompletedProcess:
-    if not (CRD_VALIDATOR.parent / "node_modules").exists():
-        pytest.skip("the CRD validator is not installed: run `make tools`")
+    need((CRD_VALIDATOR.parent / "node_modules").exists(), "the CRD validator: run `make tools`")
     return run(["node", CRD_VALIDATOR], input=json.dumps(docs))
 
 
