@@ -11,6 +11,7 @@ import yaml
 from tests.support.deploy import (
     DEPLOY,
     EXTERNAL_METRICS,
+    KUBERNETES_VERSION,
     OVERLAYS,
     objects,
     one,
@@ -21,7 +22,6 @@ from tests.support.deploy import (
     validate_crds,
 )
 
-KUBERNETES_VERSION = "1.33.0"
 CLUSTER_KINDS = {
     "Namespace",
     "Deployment",
