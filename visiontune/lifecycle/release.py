@@ -136,7 +136,11 @@ class LocalRelease:
             serving = self.serving()
             new = Slot(self.port, _other(serving), free_port(), tag, image)
             self._start(new)
-            self.proxy.switch(new.host_port)
+            try:
+                self.proxy.switch(new.host_port)
+            except BaseException:
+                self._remove(new)
+                raise
             self._write_state(new)
             wait_for(lambda: model_answers(self.url, tag), 30, f"{self.url} to serve {tag}")
             if serving is not None:
