@@ -107,6 +107,15 @@ def stage_of(tag: bentoml.Tag | str) -> Stage:
     return read_record(tag.name).stage(str(tag.version))
 
 
+def recorded_stage(tag: bentoml.Tag | str) -> Stage | None:
+    """The stage this store records for a version; None where it records none for the name
+    (nothing promoted yet, or a built bento, which packs models without the registry)."""
+    tag = bentoml.Tag.from_taglike(tag)
+    if not (name_folder(tag.name) / STAGES_FILENAME).exists():
+        return None
+    return read_record(tag.name).stage(str(tag.version))
+
+
 def _resolve_stage(name: str, stage: str) -> bentoml.Tag:
     if stage not in Stage.__members__:
         known = ", ".join(Stage)

@@ -30,7 +30,7 @@ from starlette.routing import Route
 from contract.images import ImageError, decode_image
 from contract.predictor import Predictor
 from contract.savedmodel import MODEL_ENV, ModelMetadata
-from contract.stages import StageError, resolve, stage_of
+from contract.stages import StageError, recorded_stage, resolve
 from service import batching, logs
 from service.inputs import (
     Base64Images,
@@ -105,7 +105,7 @@ class ImageClassifier:
         )
         self.description = {
             "tag": self.tag,
-            "stage": stage_of(stored.tag).value,
+            "stage": recorded_stage(stored.tag),
             "requested": settings.model,
             "created": stored.info.creation_time.isoformat(),
             **self.metadata.model_dump(mode="json"),

@@ -21,6 +21,7 @@ from contract.savedmodel import (
     DEFAULT_MODEL_NAME,
     ModelMetadata,
 )
+from contract.stages import resolve
 
 
 def save_model(
@@ -47,9 +48,9 @@ def save_model(
     return bento_model.tag
 
 
-def load_predictor(tag: str) -> tuple[Predictor, ModelMetadata, bentoml.Tag]:
-    """A stored model as the service runs it (transformers alone, no training code)."""
-    bento_model = bentoml.models.get(tag)
+def load_predictor(ref: str) -> tuple[Predictor, ModelMetadata, bentoml.Tag]:
+    """A stored model (a tag or ``NAME@STAGE``) as the service runs it (no training code)."""
+    bento_model = bentoml.models.get(resolve(ref))
     metadata = ModelMetadata.model_validate(bento_model.info.metadata)
     return Predictor.from_folder(bento_model.path, metadata), metadata, bento_model.tag
 

@@ -2,8 +2,9 @@
 # Build the CPU bento (bentofile-cpu.yaml) and containerize it with podman,
 # from the locally built base image; nothing is pulled from a registry.
 #
-#   VISIONTUNE_MODEL  model tag to pack (default visiontune-classifier:latest),
-#                     from the store at BENTOML_HOME (default ~/bentoml)
+#   VISIONTUNE_MODEL  model to pack, NAME:VERSION or NAME@STAGE (default
+#                     visiontune-classifier@production), from the store at
+#                     BENTOML_HOME (default ~/bentoml)
 #   IMAGE             image to tag (default localhost/visiontune-cpu:local,
 #                     what deploy/k8s/overlays/local runs)
 #   TORCH_WHEEL       the torch 2.13.0 CPU wheel (deploy/local/stage-torch-wheel.sh)
@@ -12,17 +13,17 @@ cd "$(dirname "$0")/../.."
 
 BENTOML=${BENTOML:-.venv/bin/bentoml}
 IMAGE=${IMAGE:-localhost/visiontune-cpu:local}
-MODEL=${VISIONTUNE_MODEL:-visiontune-classifier:latest}
+PYTHON=${PYTHON:-.venv/bin/python}
+MODEL=${VISIONTUNE_MODEL:-visiontune-classifier@production}
 # The build trusts the CAs this host trusts (a site's TLS proxy included):
 # uv in the build container reads the host's bundle (UV_SYSTEM_CERTS).
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 
+# One line saying what is missing (no such model, no production model: how to promote one).
 check_model() {
-    "$BENTOML" models get "$MODEL" >/dev/null 2>&1 || {
-        echo "build-image: no model $MODEL in the store; train one first" >&2
-        echo "  (make demo, or: visiontune train --data digits --backbone ...)" >&2
-        exit 1
-    }
+    "$PYTHON" -c 'import sys; from contract.stages import StageError, resolve
+try: resolve(sys.argv[1])
+except StageError as err: sys.exit(f"build-image: {err}")' "$MODEL"
 }
 
 build_bento() {

@@ -10,8 +10,10 @@ import pytest
 import yaml
 
 from tests.support import REPO
-from tests.support.builders import store_random_classifier
+from tests.support.builders import store_random_classifier, unique_name
 from tests.support.deploy import DEPLOY, run, tool
+from tests.support.store import copy_model
+from visiontune.lifecycle import registry
 
 # Any attempt to reach the network fails fast: the build must not need it.
 OFFLINE = {
@@ -38,8 +40,13 @@ def bento(request, stored_tag) -> Path:
     if name == "visiontune-cpu":
         staged = run([DEPLOY / "local" / "stage-torch-wheel.sh"])
         assert staged.returncode == 0, staged.stderr
+    return build(name, stored_tag)
+
+
+def build(name: str, model: str) -> Path:
+    """``bentoml build`` of bento ``name`` with ``VISIONTUNE_MODEL=model``: the bento's folder."""
     bentoml = Path(sys.executable).parent / "bentoml"
-    env = {**os.environ, **OFFLINE, "VISIONTUNE_MODEL": stored_tag}
+    env = {**os.environ, **OFFLINE, "VISIONTUNE_MODEL": model}
     built = run([bentoml, "build", "-f", BENTOFILES[name], "--output", "tag"], cwd=REPO, env=env)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
@@ -47,11 +54,24 @@ def bento(request, stored_tag) -> Path:
     return Path(os.environ["BENTOML_HOME"], "bentos", *tag.split(":"))
 
 
-def test_bento_packs_the_model_by_tag(bento, stored_tag):
+def packed_models(bento: Path) -> list[str]:
     info = yaml.safe_load((bento / "bento.yaml").read_text())
     (service,) = info["services"]
-    assert [model["tag"] for model in service["models"]] == [stored_tag]
     assert info["service"] == "service:ImageClassifier"
+    return [model["tag"] for model in service["models"]]
+
+
+def test_bento_packs_the_model_by_tag(bento, stored_tag):
+    assert packed_models(bento) == [stored_tag]
+
+
+def test_a_stage_reference_packs_the_production_version(stored_tag):
+    name = unique_name("deploy-staged")
+    production = copy_model(stored_tag, name)
+    registry.promote(str(production), "ship it")
+    copy_model(stored_tag, name)  # a newer candidate: NAME:latest, not NAME@production
+    bento = build("visiontune", f"{name}@production")
+    assert packed_models(bento) == [str(production)]
 
 
 def test_bento_holds_the_service_and_contract_only(bento):

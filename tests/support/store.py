@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import bentoml
@@ -35,3 +36,13 @@ def changed_keys(before: dict, after: dict) -> set[str]:
         for key, tensor in before.items()
         if key in after and after[key].shape == tensor.shape and not torch.equal(after[key], tensor)
     }
+
+
+def copy_model(tag, name: str) -> bentoml.Tag:
+    """A new version of ``name`` with the files, labels and metadata of the stored ``tag``."""
+    source = bentoml.models.get(tag)
+    with bentoml.models.create(
+        name, labels=source.info.labels, metadata=source.info.metadata
+    ) as copy:
+        shutil.copytree(source.path, copy.path, dirs_exist_ok=True)
+    return copy.tag

@@ -9,7 +9,15 @@ import bentoml
 import pytest
 
 from contract.savedmodel import Stage
-from contract.stages import STAGES_FILENAME, StageError, name_folder, read_record, resolve, stage_of
+from contract.stages import (
+    STAGES_FILENAME,
+    StageError,
+    name_folder,
+    read_record,
+    recorded_stage,
+    resolve,
+    stage_of,
+)
 from tests.support.builders import metadata, unique_name
 from training.model import create_model
 from training.store import list_models, save_model
@@ -45,10 +53,13 @@ def test_references_resolve_to_exact_tags(versions):
     assert resolve(name) == third
     assert resolve(f"{name}@candidate") == third
     assert stage_of(first) == Stage.candidate
+    assert recorded_stage(first) is None  # nothing of this name promoted yet
 
     registry.promote(str(first), "first")
     assert resolve(f"{name}@production") == first
     assert stage_of(first) == Stage.production
+    assert recorded_stage(first) == Stage.production
+    assert recorded_stage(third) == Stage.candidate
     assert resolve(f"{name}@candidate") == third
 
 
@@ -99,7 +110,9 @@ def test_rollback_walks_back_through_earlier_productions(versions):
         registry.promote(str(tag), "promoted")
 
     assert registry.rollback_target(name) == second
-    change = registry.rollback(name)
+    with pytest.raises(RegistryError, match="changed meanwhile"):
+        registry.rollback(name, expected_target=first.version)
+    change = registry.rollback(name, expected_target=second.version)
     assert (change.version, change.previous_production) == (second.version, third.version)
     assert resolve(f"{name}@production") == second
     assert read_record(name).stage(third.version) == Stage.archived

@@ -13,7 +13,9 @@ HELP = "evaluate a stored model on a dataset"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("tag", help="model tag, e.g. visiontune-classifier:latest")
+    parser.add_argument(
+        "tag", help="NAME:VERSION, NAME:latest or NAME@STAGE, e.g. visiontune-classifier@production"
+    )
     parser.add_argument("--data", required=True, help=TrainConfig.model_fields["data"].description)
     for name in ("image_column", "label_column", "batch_size", "strict"):
         add_field_flag(parser, name, TrainConfig.model_fields[name])

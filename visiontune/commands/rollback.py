@@ -35,12 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from visiontune.lifecycle.registry import rollback, rollback_target
 
+    expected = None
     if args.redeploy:
         check_target(args)
-        release_tag(str(rollback_target(args.name)), args)
+        target = rollback_target(args.name)
+        release_tag(str(target), args)
         if args.dry_run:
             return 0
-    change = rollback(args.name, args.reason)
+        expected = target.version
+    change = rollback(args.name, args.reason, expected_target=expected)
     print(
         f"{args.name}:{change.version} is production again "
         f"({args.name}:{change.previous_production} archived)"

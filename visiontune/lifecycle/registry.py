@@ -101,14 +101,24 @@ def promote(
     return change
 
 
-def rollback(name: str, reason: str = "rollback") -> Change:
-    """Make the previous production version production again; the current one is archived."""
+def rollback(name: str, reason: str = "rollback", *, expected_target: str | None = None) -> Change:
+    """Make the previous production version production again; the current one is archived.
+
+    To roll out first and record after (``visiontune deploy``): take
+    :func:`rollback_target`, deploy it, then call this with ``expected_target`` set to
+    its version, so a registry changed meanwhile is refused rather than overwritten.
+    """
     with changing(name) as record:
         if record.production is None:
             raise RegistryError(
                 f"{name} has no production model; promote one: visiontune promote {name}:VERSION"
             )
         target = _rollback_target(record)
+        if expected_target is not None and target != expected_target:
+            raise RegistryError(
+                f"{name} would roll back to {name}:{target}, not {name}:{expected_target}: "
+                "the stages changed meanwhile; run the rollback again"
+            )
         change = Change(
             when=_now(),
             version=target,
