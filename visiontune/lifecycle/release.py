@@ -245,7 +245,12 @@ def build_image(tag: str, rebuild: bool = False) -> str:
     image = f"{LOCAL_IMAGE}:{tag.split(':')[1]}"
     if not rebuild and subprocess.run(["podman", "image", "exists", image]).returncode == 0:
         return image
-    env = {"VISIONTUNE_MODEL": tag, "IMAGE": image, "BENTOML": str(BENTOML)}
+    env = {
+        "VISIONTUNE_MODEL": tag,
+        "IMAGE": image,
+        "BENTOML": str(BENTOML),
+        "PYTHON": sys.executable,
+    }
     run([REPO / "deploy" / "local" / "build-image.sh"], timeout=3600, env=env)
     return image
 
