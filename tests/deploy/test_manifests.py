@@ -332,3 +332,23 @@ def test_retraining_pod_keeps_the_store_and_reads_the_data():
     writable = {mount["mountPath"] for mount in mounts.values() if not mount.get("readOnly")}
     for name in ("XDG_CACHE_HOME", "MPLCONFIGDIR"):
         assert any(env[name].startswith(path + "/") for path in writable)
+
+
+def test_trainer_dockerfile_passes_hadolint_and_checkov():
+    dockerfile = DEPLOY / "k8s" / "retrain" / "Dockerfile"
+    linted = run([tool("hadolint"), "--config", DEPLOY / "hadolint.yaml", dockerfile])
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+    result = run(
+        [
+            tool("checkov"),
+            "--file", dockerfile,
+            "--framework", "dockerfile",
+            "--config-file", DEPLOY / "checkov.yaml",
+            "--compact", "--quiet", "--skip-download",
+        ]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
+    lines = dockerfile.read_text().splitlines()
+    assert [line for line in lines if line.startswith("USER ")] == ["USER 1000:1000"]
+    pod = one("k8s/retrain", "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == 1000
