@@ -71,13 +71,21 @@ class StageRecord(BaseModel):
 
 
 def name_folder(name: str) -> Path:
-    """The store folder holding the versions of ``name`` (and its stage registry)."""
+    """The store folder holding the versions of ``name`` (and its stage registry).
+
+    Found by listing (which writes nothing; ``NAME:latest`` may rewrite the
+    ``latest`` file, and a container's bento is read-only)."""
+    if not name:
+        raise StageError("a model reference needs a name: NAME@STAGE or NAME:VERSION")
     try:
-        return Path(bentoml.models.get(f"{name}:latest").path).parent
+        versions = bentoml.models.list(name)
     except bentoml.exceptions.NotFound:
-        raise StageError(
-            f"no model named {name} in the store (`visiontune models` lists them)"
-        ) from None
+        versions = []
+    except ValueError as err:
+        raise StageError(f"{name!r} is not a model name: {err}") from None
+    if not versions:
+        raise StageError(f"no model named {name} in the store (`visiontune models` lists them)")
+    return Path(versions[0].path).parent
 
 
 def read_record(name: str) -> StageRecord:

@@ -18,6 +18,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from contract.images import Preprocessing
+from contract.predictor import Predictor
 from contract.savedmodel import Metrics
 
 
@@ -217,7 +218,9 @@ def evaluate_stored(tag: str, data_flags: dict, output_dir: Path | None = None) 
     return evaluation
 
 
-def evaluate_predictor(predictor, examples: list, labels: list[str], batch_size: int) -> Evaluation:
+def evaluate_predictor(
+    predictor: Predictor, examples: list, labels: list[str], batch_size: int
+) -> Evaluation:
     """A calibrated predictor's quality on labelled examples (ids in ``labels``' order)."""
     from training.data import ImageSet, make_loader
 

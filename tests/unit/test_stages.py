@@ -69,6 +69,10 @@ def test_unknown_name_stage_and_no_production_are_one_line_errors(versions):
         resolve("nothing-here@production")
     with pytest.raises(StageError, match="no model nothing-here:v1 in the store"):
         resolve("nothing-here:v1")
+    with pytest.raises(StageError, match="needs a name"):
+        resolve("@production")
+    with pytest.raises(StageError, match="not a model name"):
+        resolve("Bad Name@production")
     with pytest.raises(StageError, match=r"unknown stage 'prod'.*candidate, production, archived"):
         resolve(f"{name}@prod")
     message = f"{name} has no production model; promote one: visiontune promote {name}:VERSION"
