@@ -60,12 +60,6 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         help="deploy/k8s/overlays/OVERLAY to apply (default gpu)",
     )
     cluster.add_argument(
-        "--container-tool",
-        choices=("podman", "docker"),
-        default="podman",
-        help="builds and pushes the image (default podman)",
-    )
-    cluster.add_argument(
         "--dry-run", action="store_true", help="print the commands instead of running them"
     )
 
@@ -108,7 +102,7 @@ def release_tag(tag: str, args: argparse.Namespace) -> None:
         return
     from visiontune.lifecycle.cluster import ClusterRelease
 
-    release = ClusterRelease(tag, args.registry, args.overlay, args.container_tool, args.dry_run)
+    release = ClusterRelease(tag, args.registry, args.overlay)
     if args.dry_run:
         print("\n".join(release.plan()))
         return

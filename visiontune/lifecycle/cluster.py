@@ -7,8 +7,8 @@
 
 The Deployment rolls with ``maxUnavailable: 0``, so old pods serve until new
 ones are ready. A rollout that fails, or a Service that answers with another
-tag, is undone (``kubectl rollout undo``) and the release fails. With
-``dry_run`` every command is printed, exactly as it would run, and none runs.
+tag, is undone (``kubectl rollout undo``) and the release fails. ``plan()``
+is every command as it would run, for ``visiontune deploy --dry-run``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from visiontune.lifecycle.release import (
     wait_for,
 )
 
-# What each cluster overlay runs: its bentofile and the image name pushed.
+# The bentofile each cluster overlay's image is built from.
 BUILDS = {"gpu": "bentofile.yaml", "cpu": "bentofile-cpu.yaml"}
 ROLLOUT_TIMEOUT = "10m"
 
@@ -45,8 +45,6 @@ class ClusterRelease:
     tag: str
     registry: str
     overlay: str = "gpu"
-    container_tool: str = "podman"
-    dry_run: bool = False
 
     def __post_init__(self):
         self.folder = OVERLAYS / self.overlay
@@ -69,13 +67,13 @@ class ClusterRelease:
             ),
             (
                 [
-                    str(BENTOML), "containerize", self.bento, "--backend", self.container_tool,
+                    str(BENTOML), "containerize", self.bento, "--backend", "podman",
                     "--opt", f"env=VISIONTUNE_MODEL={self.tag}", "--image-tag", self.image,
                 ],
                 REPO,
                 {},
             ),
-            ([self.container_tool, "push", self.image], REPO, {}),
+            (["podman", "push", self.image], REPO, {}),
             (["kustomize", "edit", "set", "image", f"visiontune={self.image}"], self.folder, {}),
             (["kubectl", "apply", "-k", str(self.folder)], REPO, {}),
         ]  # fmt: skip
@@ -115,7 +113,7 @@ class ClusterRelease:
 
     def deploy(self) -> None:
         """Build, push, apply and check; undo the rollout if it does not come up with the tag."""
-        for tool in ("kustomize", "kubectl", self.container_tool):
+        for tool in ("kustomize", "kubectl", "podman"):
             if shutil.which(tool) is None:
                 raise CommandError(f"{tool} is not installed (needed by --target kubernetes)")
         for command, folder, env in self.commands():

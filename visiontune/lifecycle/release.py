@@ -1,4 +1,4 @@
-"""Releasing a stored model: build its image, roll it out, check that its tag answers.
+"""Releasing a stored model on this machine: build its image, switch to it, check its tag.
 
 Local (``visiontune deploy``, podman on this machine), blue/green behind nginx::
 
@@ -20,11 +20,8 @@ A failure before step 4 removes the new pod and leaves the old one serving;
 the stage registry is never touched here. What is serving is recorded in
 ``build/release-local/PORT/state.json``.
 
-Kubernetes (``--target kubernetes``): bento -> containerize -> push -> ``kustomize
-edit set image`` in the overlay -> ``kubectl apply -k`` -> ``kubectl rollout
-status`` -> ``/model`` through the Service (``kubectl port-forward``); a failed
-rollout or a wrong tag runs ``kubectl rollout undo``. ``dry_run`` prints each
-command instead of running it.
+The Kubernetes release (``--target kubernetes``) is ``visiontune.lifecycle.cluster``;
+it shares ``run``, ``model_answers`` and ``wait_for`` with this module.
 """
 
 from __future__ import annotations
