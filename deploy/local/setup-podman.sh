@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install and configure podman, buildah, runc and debootstrap from Debian's
 # packages, as root, so that `bentoml containerize` and `podman kube play` work
-# on a fresh machine with no container registry in reach. Idempotent: a second
+# on a fresh machine with no container registry in reach, and nginx, the front
+# door that `visiontune deploy` switches between pods. Idempotent: a second
 # run installs nothing and rewrites nothing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 # catatonit: the pause process of the pods `podman kube play` creates.
-PACKAGES=(podman buildah runc catatonit debootstrap uidmap slirp4netns fuse-overlayfs)
+PACKAGES=(podman buildah runc catatonit debootstrap uidmap slirp4netns fuse-overlayfs nginx)
 CONF=/etc/containers/containers.conf
 
 # crun fails in this sandbox and the default ulimits cannot be raised here:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.support import REPO
-from tests.support.builders import unique_name
+from tests.support.builders import store_random_classifier, unique_name
 from tests.support.deploy import DEPLOY, run, tool
 from tests.support.store import copy_model
 from visiontune.lifecycle import registry
@@ -30,38 +30,7 @@ BENTOFILES = {"visiontune": "bentofile.yaml", "visiontune-cpu": "bentofile-cpu.y
 @pytest.fixture(scope="module")
 def stored_tag(tmp_path_factory) -> str:
     """A tiny random digits classifier in the test store (building needs no trained one)."""
-    from transformers import AutoModelForImageClassification
-
-    from contract.images import Preprocessing
-    from training.backbones import save_random_backbone
-    from training.store import save_model
-
-    labels = [str(digit) for digit in range(10)]
-    folder = save_random_backbone(tmp_path_factory.mktemp("resnet"), "resnet", 16, num_labels=10)
-    model = AutoModelForImageClassification.from_pretrained(folder)
-    preprocessing = Preprocessing(16, 16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    return str(save_model(model, preprocessing, _metadata(labels), name="deploy-build-test"))
-
-
-def _metadata(labels: list[str]):
-    from contract.savedmodel import Metrics, ModelMetadata
-
-    metrics = Metrics(
-        accuracy=0.1, macro_f1=0.1, per_class_f1=dict.fromkeys(labels, 0.1), ece=0, nll=2.3, n=10
-    )
-    return ModelMetadata(
-        labels=labels,
-        backbone="resnet tiny (random)",
-        strategy="full",
-        image_size=(16, 16),
-        temperature=1.0,
-        label_counts=dict.fromkeys(labels, 1),
-        validation=metrics,
-        dataset_fingerprint="none",
-        split={"train": 10},
-        training_config={},
-        versions={},
-    )
+    return store_random_classifier(tmp_path_factory.mktemp("resnet"), "deploy-build-test")
 
 
 @pytest.fixture(scope="module", params=sorted(BENTOFILES))

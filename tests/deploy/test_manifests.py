@@ -12,6 +12,7 @@ from service.settings import Settings
 from tests.support.deploy import (
     DEPLOY,
     EXTERNAL_METRICS,
+    KUBERNETES_VERSION,
     OVERLAYS,
     objects,
     one,
@@ -22,7 +23,6 @@ from tests.support.deploy import (
     validate_crds,
 )
 
-KUBERNETES_VERSION = "1.33.0"
 MiB, GiB = 2**20, 2**30
 CLUSTER_KINDS = {
     "Namespace",
@@ -414,3 +414,23 @@ def test_memory_limit_holds_the_stated_ceiling(overlay):
 def gibibytes(quantity: str) -> float:
     assert quantity.endswith("Gi"), quantity
     return float(quantity.removesuffix("Gi"))
+
+
+def test_trainer_dockerfile_passes_hadolint_and_checkov():
+    dockerfile = DEPLOY / "k8s" / "retrain" / "Dockerfile"
+    linted = run([tool("hadolint"), "--config", DEPLOY / "hadolint.yaml", dockerfile])
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+    result = run(
+        [
+            tool("checkov"),
+            "--file", dockerfile,
+            "--framework", "dockerfile",
+            "--config-file", DEPLOY / "checkov.yaml",
+            "--compact", "--quiet", "--skip-download",
+        ]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
+    lines = dockerfile.read_text().splitlines()
+    assert [line for line in lines if line.startswith("USER ")] == ["USER 1000:1000"]
+    pod = one("k8s/retrain", "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == 1000

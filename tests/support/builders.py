@@ -72,3 +72,34 @@ def digits_classifier_config(backbone: Path, name: str, output_dir: Path, epochs
         name=name,
         output_dir=output_dir,
     )
+
+
+def store_random_classifier(folder: Path, name: str) -> str:
+    """A tiny random (untrained) ResNet digits classifier saved in the store; its tag."""
+    from transformers import AutoModelForImageClassification
+
+    from contract.images import Preprocessing
+    from training.backbones import save_random_backbone
+    from training.store import save_model
+
+    labels = [str(digit) for digit in range(10)]
+    backbone = save_random_backbone(folder, "resnet", IMAGE_SIZE, num_labels=10)
+    model = AutoModelForImageClassification.from_pretrained(backbone)
+    preprocessing = Preprocessing(IMAGE_SIZE, IMAGE_SIZE, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    metrics = Metrics(
+        accuracy=0.1, macro_f1=0.1, per_class_f1=dict.fromkeys(labels, 0.1), ece=0, nll=2.3, n=10
+    )
+    stored = metadata(
+        labels=labels,
+        backbone="resnet tiny (random)",
+        strategy="full",
+        image_size=(IMAGE_SIZE, IMAGE_SIZE),
+        temperature=1.0,
+        label_counts=dict.fromkeys(labels, 1),
+        validation=metrics,
+        dataset_fingerprint="none",
+        split={"train": 10},
+        training_config={},
+        versions={},
+    )
+    return str(save_model(model, preprocessing, stored, name=name))

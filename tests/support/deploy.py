@@ -16,6 +16,8 @@ from tests.support.needs import need
 DEPLOY = REPO / "deploy"
 OVERLAYS = ("gpu", "cpu", "local", "canary")
 TOOLS = REPO / ".venv-tools" / "bin"
+# The Kubernetes release whose schemas kubernetes-validate checks against.
+KUBERNETES_VERSION = "1.33.0"
 CRD_VALIDATOR = DEPLOY / "tools" / "crd" / "validate-crds.mjs"
 # Series that Prometheus or an exporter other than the service provides.
 EXTERNAL_METRICS = {"up", "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED"}

@@ -1,6 +1,7 @@
 """One module per `visiontune` sub-command: ``NAME``, ``HELP``, ``add_arguments``, ``run``."""
 
 from visiontune.commands import (
+    deploy,
     evaluate,
     export,
     models,
@@ -11,4 +12,4 @@ from visiontune.commands import (
     train,
 )
 
-COMMANDS = (train, evaluate, models, predict, export, retrain, promote, rollback)
+COMMANDS = (train, evaluate, models, predict, export, retrain, promote, rollback, deploy)

@@ -9,4 +9,8 @@
   ``write_verdict``; ``Refused`` is exit code 3).
 - ``promotion``: ``promote_with_gate``, the gate against production then the registry.
 - ``retrain``: ``retrain(RetrainRequest)``, a challenger trained, gated, promoted.
+- ``release``: ``LocalRelease``, a model rolled out on this machine blue/green
+  (podman pods behind nginx, ``proxy``), never changing a stage.
+- ``cluster``: ``ClusterRelease``, a model built, pushed and rolled out with a
+  Kubernetes overlay (``plan()`` is what ``--dry-run`` prints).
 """
