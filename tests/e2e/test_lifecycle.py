@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import bentoml
 import httpx
@@ -25,14 +24,12 @@ import pytest
 
 from contract.stages import resolve
 from tests.support import REPO
-from tests.support.builders import IMAGE_SIZE, unique_name
-from tests.support.images import digit_images, shuffle_labels, write_classes
+from tests.support.builders import CLASSES, IMAGE_SIZE, digit_folder, lifecycle_v1_config
+from tests.support.images import digit_images, shuffle_labels
 from tests.support.servers import free_port
 from training.config import TrainConfig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.podman, pytest.mark.timeout(3000)]
-
-CLASSES = ("0", "1", "2", "3")
 
 
 def visiontune(*args, timeout: int = 1800) -> subprocess.CompletedProcess:
@@ -52,10 +49,6 @@ def visiontune(*args, timeout: int = 1800) -> subprocess.CompletedProcess:
 def ok(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
-
-
-def digits(root: Path, per_class: int, start: int) -> Path:
-    return write_classes(root, dict.fromkeys(CLASSES, per_class), start=start)
 
 
 def pngs() -> list[bytes]:
@@ -131,19 +124,8 @@ def assert_switched(traffic: Traffic, old: str, new: str) -> None:
 
 @pytest.fixture(scope="module")
 def v1_config(tmp_path_factory, make_backbone) -> TrainConfig:
-    """A tiny ResNet fine-tuned on 8 images per class, a quarter held out."""
-    root = tmp_path_factory.mktemp("e2e-lifecycle")
-    return TrainConfig(
-        data=str(digits(root / "v1", 8, start=0)),
-        backbone=str(make_backbone("resnet", IMAGE_SIZE)),
-        name=unique_name("e2e-life"),
-        image_size=IMAGE_SIZE,
-        strategy="full",
-        lr=3e-3,
-        epochs=3,
-        batch_size=16,
-        test_fraction=0.25,
-        output_dir=root / "v1-run",
+    return lifecycle_v1_config(
+        tmp_path_factory.mktemp("e2e-lifecycle"), make_backbone("resnet", IMAGE_SIZE), "e2e-life"
     )
 
 
@@ -172,7 +154,7 @@ def test_train_promote_deploy_retrain_redeploy_refuse_roll_back(v1_config, port,
     assert url == f"http://127.0.0.1:{port}"
     assert served_tag(url) == v1
 
-    more = digits(tmp_path / "more", 40, start=20)
+    more = digit_folder(tmp_path / "more", 40, start=20)
     retrained = ok(
         visiontune(
             "retrain",
@@ -193,10 +175,10 @@ def test_train_promote_deploy_retrain_redeploy_refuse_roll_back(v1_config, port,
     assert_switched(traffic, v1, v2)
     assert served_tag(url) == v2
 
-    shuffled = shuffle_labels(digits(tmp_path / "shuffled", 40, start=20))
+    shuffled = shuffle_labels(digit_folder(tmp_path / "shuffled", 40, start=20))
     refused = visiontune(
         "retrain", "--data", shuffled, "--replace", "--champion", f"{name}@production",
-        "--eval-data", digits(tmp_path / "eval", 15, start=100), "--epochs", 4,
+        "--eval-data", digit_folder(tmp_path / "eval", 15, start=100), "--epochs", 4,
         "--output-dir", tmp_path / "shuffled-run",
     )  # fmt: skip
     assert refused.returncode == 3, refused.stdout + refused.stderr[-3000:]

@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 from contract.savedmodel import Metrics, ModelMetadata
+from tests.support.images import write_classes
 from training.config import TrainConfig
 
 IMAGE_SIZE = 16
@@ -103,3 +104,25 @@ def store_random_classifier(folder: Path, name: str) -> str:
         versions={},
     )
     return str(save_model(model, preprocessing, stored, name=name))
+
+
+def digit_folder(root: Path, per_class: int, start: int = 0, classes=CLASSES) -> Path:
+    """``root/<digit>/*.png``: ``per_class`` real digits of each class, from the ``start``-th."""
+    return write_classes(root, dict.fromkeys(classes, per_class), start=start)
+
+
+def lifecycle_v1_config(root: Path, backbone: Path, prefix: str) -> TrainConfig:
+    """The first model of a lifecycle: a tiny ResNet fine-tuned on 8 images per class,
+    a quarter held out (what retrain's challengers are gated against)."""
+    return TrainConfig(
+        data=str(digit_folder(root / "v1", 8)),
+        backbone=str(backbone),
+        name=unique_name(prefix),
+        image_size=IMAGE_SIZE,
+        strategy="full",
+        lr=3e-3,
+        epochs=3,
+        batch_size=16,
+        test_fraction=0.25,
+        output_dir=root / "v1-run",
+    )

@@ -14,7 +14,7 @@ from tests.support import REPO
 VISIONTUNE = [sys.executable, "-m", "visiontune"]
 
 
-def visiontune(*args, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def visiontune(*args, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `visiontune ARGS...` to completion and capture its output."""
     return subprocess.run(
         [*VISIONTUNE, *map(str, args)],

@@ -3,43 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import bentoml
 import pytest
 
 from contract.savedmodel import ModelMetadata, Stage
 from contract.stages import read_record, resolve, stage_of
-from tests.support import REPO
-from tests.support.builders import IMAGE_SIZE, unique_name
-from tests.support.cli import assert_one_line_error
+from tests.support.builders import IMAGE_SIZE, digit_folder, lifecycle_v1_config
+from tests.support.cli import assert_one_line_error, visiontune
 from tests.support.images import shuffle_labels, write_classes
 from training.config import TrainConfig
 from training.train import train
 
 pytestmark = pytest.mark.slow
-
-# `python -m` from the repository root runs this checkout's code, as `make test` does.
-VISIONTUNE = (sys.executable, "-m", "visiontune")
-CLASSES = ("0", "1", "2", "3")
-
-
-def visiontune(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*VISIONTUNE, *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
-def digits(root: Path, per_class: int, start: int) -> Path:
-    return write_classes(root, dict.fromkeys(CLASSES, per_class), start=start)
 
 
 def metadata_of(tag) -> ModelMetadata:
@@ -52,19 +29,8 @@ def saved_tag(result: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture(scope="module")
 def v1_config(tmp_path_factory, make_backbone) -> TrainConfig:
-    """A tiny ResNet fine-tuned on 8 images per class, a quarter held out."""
-    root = tmp_path_factory.mktemp("lifecycle")
-    return TrainConfig(
-        data=str(digits(root / "v1", 8, start=0)),
-        backbone=str(make_backbone("resnet", IMAGE_SIZE)),
-        name=unique_name("life"),
-        image_size=IMAGE_SIZE,
-        strategy="full",
-        lr=3e-3,
-        epochs=3,
-        batch_size=16,
-        test_fraction=0.25,
-        output_dir=root / "v1-run",
+    return lifecycle_v1_config(
+        tmp_path_factory.mktemp("lifecycle"), make_backbone("resnet", IMAGE_SIZE), "life"
     )
 
 
@@ -82,7 +48,7 @@ def test_retrain_with_more_data_promotes_shuffled_labels_are_refused_rollback_re
     assert f"{champion} is production" in first.stdout
     assert resolve(f"{name}@production") == champion
 
-    more = digits(tmp_path / "more", 40, start=20)
+    more = digit_folder(tmp_path / "more", 40, start=20)
     result = visiontune(
         "retrain", "--champion", f"{name}@production", "--data", more, "--epochs", 4,
         "--output-dir", tmp_path / "retrain",
@@ -101,8 +67,8 @@ def test_retrain_with_more_data_promotes_shuffled_labels_are_refused_rollback_re
     assert gate["challenger_metrics"]["macro_f1"] >= gate["champion_metrics"]["macro_f1"]
     assert "**PASSED**" in (tmp_path / "retrain" / "gate.md").read_text()
 
-    shuffled = shuffle_labels(digits(tmp_path / "shuffled", 40, start=20))
-    held_out = digits(tmp_path / "eval", 15, start=100)
+    shuffled = shuffle_labels(digit_folder(tmp_path / "shuffled", 40, start=20))
+    held_out = digit_folder(tmp_path / "eval", 15, start=100)
     refused = visiontune(
         "retrain", "--champion", f"{name}@production", "--data", shuffled, "--replace",
         "--eval-data", held_out, "--epochs", 4, "--output-dir", tmp_path / "shuffled-run",
@@ -138,7 +104,7 @@ def test_promote_gates_against_production(champion, v1_config, tmp_path):
 
     no_data = visiontune("promote", weak)
     assert_one_line_error(no_data, "--eval-data is needed", f"{name}:{production.version}")
-    held_out = digits(tmp_path / "eval", 15, start=100)
+    held_out = digit_folder(tmp_path / "eval", 15, start=100)
     gated = visiontune(
         "promote", weak, "--eval-data", held_out, "--min-delta", "0.5", "--output-dir", tmp_path
     )

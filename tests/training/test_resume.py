@@ -17,7 +17,7 @@ import torch
 
 from tests.support import REPO
 from tests.support.builders import IMAGE_SIZE, unique_name
-from tests.support.cli import VISIONTUNE
+from tests.support.cli import VISIONTUNE, train_command, train_signalled_after_first_epoch
 from tests.support.store import stored_tensors
 from training.config import TrainConfig
 from training.train import train
@@ -47,39 +47,6 @@ def flags(backbone: Path, run_dir: Path, name: str) -> list[str]:
 
 def env() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-def interrupt_after_first_epoch(args: list[str], signum: int, stderr_path: Path):
-    """Start `visiontune train`, send ``signum`` once the first epoch line is printed."""
-    with stderr_path.open("w") as stderr:
-        process = subprocess.Popen(
-            [*VISIONTUNE, "train", *args],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            env=env(),
-        )
-        lines = []
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith("epoch 1/3"):
-                process.send_signal(signum)
-                break
-        lines += process.stdout.readlines()
-        process.wait(timeout=120)
-    return process.returncode, "".join(lines), stderr_path.read_text()
-
-
-def run(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*VISIONTUNE, "train", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env(),
-    )
 
 
 def one_line_error(capsys, args: list[str]) -> str:
@@ -117,7 +84,9 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(make_backbone, tmp_path
     run_dir, name = tmp_path / "run", unique_name("resume")
     args = ["--grad-accum", "2", *flags(backbone, run_dir, name)]
 
-    code, stdout, stderr = interrupt_after_first_epoch(args, signal.SIGTERM, tmp_path / "err")
+    code, stdout, stderr = train_signalled_after_first_epoch(
+        args, signal.SIGTERM, tmp_path / "err", epochs=3
+    )
     progress = assert_interrupted(code, stdout, stderr, run_dir, name)
     assert progress["batches_done"] % 2 == 0  # stopped between accumulated steps, none half-done
 
@@ -125,7 +94,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(make_backbone, tmp_path
     assert "flags differ" in one_line_error(capsys, changed)
     assert (run_dir / "checkpoint" / "progress.json").exists()
 
-    resumed = run([*args, "--resume"])
+    resumed = train_command([*args, "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "epoch 1/3" not in resumed.stdout and "epoch 3/3" in resumed.stdout
     assert not (run_dir / "checkpoint").exists()
@@ -152,7 +121,9 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(make_backbone, tmp_path
 def test_sigint_saves_a_checkpoint_too(make_backbone, tmp_path):
     run_dir, name = tmp_path / "run", unique_name("sigint")
     args = flags(make_backbone("resnet", IMAGE_SIZE), run_dir, name)
-    code, stdout, stderr = interrupt_after_first_epoch(args, signal.SIGINT, tmp_path / "err")
+    code, stdout, stderr = train_signalled_after_first_epoch(
+        args, signal.SIGINT, tmp_path / "err", epochs=3
+    )
     assert_interrupted(code, stdout, stderr, run_dir, name)
     assert (run_dir / "checkpoint" / "config.json").exists()
 
@@ -223,7 +194,7 @@ def test_sigkill_at_a_random_step_loses_nothing(make_backbone, tmp_path):
     assert process.returncode == -signal.SIGKILL
     assert stored(name) == []
 
-    resumed = run([*args, "--resume"])
+    resumed = train_command([*args, "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "epoch 3/3" in resumed.stdout
     [model] = stored(name)
