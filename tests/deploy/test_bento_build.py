@@ -11,7 +11,7 @@ import yaml
 
 from tests.support import REPO
 from tests.support.builders import store_random_classifier, unique_name
-from tests.support.deploy import DEPLOY, run, tool
+from tests.support.deploy import DEPLOY, checkov_dockerfile, run, tool
 from tests.support.store import copy_model
 from visiontune.lifecycle import registry
 
@@ -98,15 +98,7 @@ def test_generated_dockerfile_passes_hadolint(bento):
 
 def test_generated_dockerfile_passes_checkov(bento):
     dockerfile = bento / "env" / "docker" / "Dockerfile"
-    result = run(
-        [
-            tool("checkov"),
-            "--file", dockerfile,
-            "--framework", "dockerfile",
-            "--config-file", DEPLOY / "checkov.yaml",
-            "--compact", "--quiet", "--skip-download",
-        ]
-    )  # fmt: skip
+    result = checkov_dockerfile(dockerfile)
     assert result.returncode == 0, result.stdout[-4000:]
 
 

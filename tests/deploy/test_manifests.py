@@ -14,6 +14,7 @@ from tests.support.deploy import (
     EXTERNAL_METRICS,
     KUBERNETES_VERSION,
     OVERLAYS,
+    checkov_dockerfile,
     objects,
     one,
     promql_metrics,
@@ -420,15 +421,7 @@ def test_trainer_dockerfile_passes_hadolint_and_checkov():
     dockerfile = DEPLOY / "k8s" / "retrain" / "Dockerfile"
     linted = run([tool("hadolint"), "--config", DEPLOY / "hadolint.yaml", dockerfile])
     assert linted.returncode == 0, linted.stdout + linted.stderr
-    result = run(
-        [
-            tool("checkov"),
-            "--file", dockerfile,
-            "--framework", "dockerfile",
-            "--config-file", DEPLOY / "checkov.yaml",
-            "--compact", "--quiet", "--skip-download",
-        ]
-    )  # fmt: skip
+    result = checkov_dockerfile(dockerfile)
     assert result.returncode == 0, result.stdout[-4000:]
     lines = dockerfile.read_text().splitlines()
     assert [line for line in lines if line.startswith("USER ")] == ["USER 1000:1000"]

@@ -71,3 +71,16 @@ def promql_metrics() -> dict[str, list[str]]:
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def checkov_dockerfile(dockerfile: Path) -> subprocess.CompletedProcess:
+    """checkov's Dockerfile checks, with the project's skips (deploy/checkov.yaml)."""
+    return run(
+        [
+            tool("checkov"),
+            "--file", dockerfile,
+            "--framework", "dockerfile",
+            "--config-file", DEPLOY / "checkov.yaml",
+            "--compact", "--quiet", "--skip-download",
+        ]
+    )  # fmt: skip
