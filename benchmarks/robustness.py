@@ -88,20 +88,15 @@ def config_for(backbone: Path, policy: str, seed: int, epochs: int, work: Path):
 
 def accuracy_by_rendering(tag, test: list) -> dict[str, float]:
     """The stored model's accuracy on ``test`` (grey 8x8 digits, label ids) in each rendering."""
-    import torch
+    from training.store import load_predictor
 
-    from training.store import load_model
-
-    model, preprocessing, _, _ = load_model(tag)
-    model.eval()
+    predictor, _, _ = load_predictor(tag)
     scores = {}
     for name, render in RENDERINGS.items():
         right = total = 0
         for image, label in test:
             variants = [variant.convert("RGB") for variant in render(image.convert("L"))]
-            with torch.inference_mode():
-                logits = model(pixel_values=preprocessing(variants)).logits
-            right += int((logits.argmax(-1) == label).sum())
+            right += int((predictor.classify(variants).argmax(-1) == label).sum())
             total += len(variants)
         scores[name] = right / total
     return scores

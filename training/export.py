@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.store import load_model
+from training.store import load_predictor
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ class _Logits(nn.Module):
 
 def export_onnx(tag: str, output: Path | None = None) -> Exported:
     """Write the stored model ``tag`` as ONNX (default ``./NAME-VERSION.onnx``) and check it."""
-    model, preprocessing, metadata, resolved = load_model(tag)
+    predictor, metadata, resolved = load_predictor(tag)
+    model, preprocessing = predictor.model, predictor.preprocessing
     path = Path(output) if output is not None else Path(f"{resolved.name}-{resolved.version}.onnx")
     if path.is_dir():
         raise ExportError(f"--output {path}: is a folder; name the .onnx file")

@@ -18,7 +18,7 @@ from tests.support import REPO
 from tests.support.builders import digits_config
 from tests.support.cli import assert_one_line_error
 from training.data import ImageSet, load_data
-from training.store import load_model
+from training.store import load_predictor
 from training.train import train
 
 pytestmark = pytest.mark.slow
@@ -47,13 +47,14 @@ def test_onnx_runtime_matches_pytorch_on_the_digits_test_set(make_backbone, tmp_
     assert run.returncode == 0, run.stderr
     assert f"exported {result.tag} to {output}" in run.stdout
 
-    model, preprocessing, metadata, _ = load_model(str(result.tag))
+    predictor, metadata, _ = load_predictor(str(result.tag))
+    preprocessing = predictor.preprocessing
     test = load_data(config).test
     assert test and len(test) >= 20
     images = ImageSet(test, preprocessing)
-    pixels = preprocessing.normalize(torch.stack([images[i][0] for i in range(len(images))]))
-    with torch.inference_mode():
-        expected = model(pixel_values=pixels).logits.numpy()
+    uint8 = torch.stack([images[i][0] for i in range(len(images))])
+    pixels = preprocessing.normalize(uint8)
+    expected = predictor.logits(uint8).numpy()
     session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     whole = session.run(["logits"], {"pixel_values": pixels.numpy()})[0]
     one_by_one = np.concatenate(
