@@ -81,7 +81,7 @@ def _missing(name: str) -> str:
 
 def _training(result: dict) -> str:
     lines = [
-        "## Training throughput (issue 2)",
+        "## Training throughput",
         "",
         "Full fine-tuning of the same model, on the same decoded digits, at the same batch "
         "size, by these loops: `visiontune` is `training.train.train()` with `--augment none`; "
@@ -154,7 +154,7 @@ def _transfer(result: dict) -> str:
     if "none" not in tables:  # a result file from before augmentation existed
         tables = {"none": tables}
     lines = [
-        "## Transfer vs scratch (issue 2)",
+        "## Transfer vs scratch",
         "",
         f"Held-out accuracy on {result['target_task']} (never seen in pretraining) with "
         f"{' or '.join(next(iter(next(iter(tables.values())).values())))} training examples "
@@ -225,7 +225,7 @@ def _robustness(result: dict) -> str:
     table = result["table"]
     renderings = list(next(iter(table.values())))
     lines = [
-        "## Robustness to how a digit is drawn (issue 10)",
+        "## Robustness to how a digit is drawn",
         "",
         f"The {result['backbone']} fine-tuned ({result['strategy']}, lr {result['lr']:g}, at "
         f"most {result['max_epochs']} epochs, early stopping) on all ten digits, without and "
@@ -258,7 +258,7 @@ def _robustness(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _serving(result: dict, title: str = "## Serving throughput and latency (issue 3)") -> str:
+def _serving(result: dict, title: str = "## Serving throughput and latency") -> str:
     image = result["image"]
     serving = result.get("service_serving") or {}
     lines = [
