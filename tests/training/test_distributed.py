@@ -38,6 +38,8 @@ SETTINGS = {
     "image_size": IMAGE_SIZE,
     "epochs": 2,
     "test_fraction": 0,
+    # each process draws its own augmentations: equal weights need the same pixels
+    "augment": "none",
 }
 
 
@@ -55,7 +57,7 @@ def launch_command(backbone: Path, name: str, run_dir: Path, *extra: str) -> lis
 def launch_two_processes(
     backbone: Path, name: str, run_dir: Path, *extra: str
 ) -> subprocess.CompletedProcess:
-    extra = extra or ("--epochs", "2", "--batch-size", "8")
+    extra = extra or ("--epochs", "2", "--batch-size", "8", "--augment", "none")
     command = launch_command(backbone, name, run_dir, *extra)
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV)
 
