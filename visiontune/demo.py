@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import socket
@@ -89,14 +88,16 @@ def target_config(
     )
 
 
-def serve_and_classify(tag: bentoml.Tag, config: TrainConfig, count: int = 8) -> None:
-    """Serve the stored model with BentoML and classify held-out images over HTTP."""
+def serve_and_classify(tag: bentoml.Tag, config: TrainConfig, folder: Path, count: int = 8) -> None:
+    """Serve the stored model with BentoML and classify held-out images over HTTP; the
+    images stay in ``folder`` (``LABEL/digit-N.png``) for the README's next commands."""
     held_out = load_data(config).test[:count]
     files = []
-    for i, (image, _) in enumerate(held_out):
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        files.append(("images", (f"digit-{i}.png", buffer.getvalue(), "image/png")))
+    for i, (image, truth) in enumerate(held_out):
+        path = folder / config.classes[truth] / f"digit-{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, format="PNG")
+        files.append(("images", (path.name, path.read_bytes(), "image/png")))
     port = _free_port()
     env = {**os.environ, "VISIONTUNE_MODEL": str(tag)}
     command = [
@@ -170,7 +171,7 @@ def main() -> int:
         f"      promoted {tuned.tag} to production: `bentoml serve service:ImageClassifier` serves it"
     )
 
-    serve_and_classify(tuned.tag, target_config(backbone, "-", 5e-4, work))
+    serve_and_classify(tuned.tag, target_config(backbone, "-", 5e-4, work), work / "held-out")
     return 0
 
 
