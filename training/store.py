@@ -53,9 +53,9 @@ def save_model(
     return bento_model.tag
 
 
-def load_predictor(ref: str) -> tuple[Predictor, ModelMetadata, bentoml.Tag]:
+def load_predictor(ref: str | bentoml.Tag) -> tuple[Predictor, ModelMetadata, bentoml.Tag]:
     """A stored model (a tag or ``NAME@STAGE``) as the service runs it (no training code)."""
-    bento_model = bentoml.models.get(resolve(ref))
+    bento_model = bentoml.models.get(resolve(str(ref)))
     metadata = ModelMetadata.model_validate(bento_model.info.metadata)
     return Predictor.from_folder(bento_model.path, metadata), metadata, bento_model.tag
 
