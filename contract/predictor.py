@@ -38,6 +38,8 @@ class Predictor:
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
         self.quantized = False
+        # most images per forward pass; a larger batch runs in chunks (None: all at once)
+        self.forward_batch: int | None = None
 
     @classmethod
     def from_folder(
@@ -83,8 +85,17 @@ class Predictor:
 
     @torch.inference_mode()
     def logits(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(B, H, W, 3) uint8 to uncalibrated float32 logits (B, labels), on the CPU."""
+        """(B, H, W, 3) uint8 to uncalibrated float32 logits (B, labels), on the CPU, in
+        forward passes of at most ``forward_batch`` images."""
         batch = torch.as_tensor(pixels)
+        step = self.forward_batch
+        if step and len(batch) > step:
+            return torch.cat(
+                [self._forward(batch[i : i + step]) for i in range(0, len(batch), step)]
+            )
+        return self._forward(batch)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda" and batch.device.type == "cpu":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
         else:

@@ -37,6 +37,7 @@ from service import batching, limits, logs
 from service.auth import BearerAuth, configured_token
 from service.deadworkers import ForgetDeadWorkers
 from service.faults import BatchFailureAnswer, run_batch
+from service.forward_batch import choose_forward_batch
 from service.gpu_decode import GpuJpegDecoder, nvjpeg, stack_pixels, torchvision_available
 from service.inputs import Base64Images, BodyLimit, Decoded, ImageFiles, decode_images
 from service.metrics import PredictionMetrics
@@ -116,6 +117,8 @@ class ImageClassifier:
                 "compiled": settings.compile,
                 "gpu_decode": settings.gpu_decode,
                 "max_batch_size": settings.max_batch_size,
+                "forward_batch": self.predictor.forward_batch or settings.max_batch_size,
+                "forward_batch_reason": self.forward_batch_reason,
                 "max_latency_ms": settings.max_latency_ms,
                 "workers": settings.workers,
                 "max_concurrency": settings.max_concurrency,
@@ -145,6 +148,13 @@ class ImageClassifier:
             predictor.quantize_linear_layers()
         self.precision_reason = _choose_precision(predictor)
         logger.info("serving in %s: %s", predictor.precision, self.precision_reason)
+        chosen = choose_forward_batch(predictor, settings.forward_batch, settings.max_batch_size)
+        predictor.forward_batch, self.forward_batch_reason = chosen.size, chosen.reason
+        logger.info(
+            "forward passes of at most %s images: %s",
+            chosen.size or settings.max_batch_size,
+            chosen.reason,
+        )
         if settings.compile:
             predictor.model = torch.compile(predictor.model, dynamic=True)
         self.gpu_jpegs = (

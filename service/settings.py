@@ -11,7 +11,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -42,6 +42,12 @@ class Settings(BaseModel):
         10_000,
         ge=1,
         description="Longest a queued image may wait for its batch; past it BentoML answers 503.",
+    )
+    forward_batch: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="Most images in one forward pass; a larger batch runs in chunks of this "
+        "size. auto: on a CPU, the size fastest per image at warm-up (service.forward_batch); "
+        "on a GPU, the whole batch.",
     )
     workers: int = Field(
         1, ge=1, description="Worker processes, each with its own copy of the model."

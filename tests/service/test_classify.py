@@ -107,6 +107,9 @@ def test_model_endpoint_describes_the_model(server, digits_model):
     assert set(info["label_counts"]) == set(info["labels"])
     assert info["serving"]["device"] == "cpu"
     assert info["serving"]["max_batch_size"] == 32
+    # the forward batch was timed at warm-up (auto, on a CPU) and the figures are given
+    assert 1 <= info["serving"]["forward_batch"] <= 32
+    assert info["serving"]["forward_batch_reason"].startswith("auto: fastest per image")
 
 
 def test_ready_only_after_warm_up(server):

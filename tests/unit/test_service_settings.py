@@ -30,6 +30,11 @@ def test_environment_sets_fields_and_ignores_other_variables():
     assert settings.compile is True
 
 
+def test_forward_batch_is_auto_or_a_size():
+    assert Settings.from_env({}).forward_batch == "auto"
+    assert Settings.from_env({"VISIONTUNE_FORWARD_BATCH": "8"}).forward_batch == 8
+
+
 def test_batch_size_one_turns_batching_off():
     assert Settings.from_env({"VISIONTUNE_MAX_BATCH_SIZE": "1"}).batching == {"batchable": False}
 
@@ -38,6 +43,8 @@ def test_batch_size_one_turns_batching_off():
     ("variable", "value"),
     [
         ("VISIONTUNE_MAX_BATCH_SIZE", "0"),
+        ("VISIONTUNE_FORWARD_BATCH", "0"),
+        ("VISIONTUNE_FORWARD_BATCH", "fastest"),
         ("VISIONTUNE_WORKERS", "two"),
         ("VISIONTUNE_LOW_CONFIDENCE", "1.5"),
         ("VISIONTUNE_MAX_BODY_MB", "-1"),
