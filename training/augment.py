@@ -82,13 +82,59 @@ def _light_warp() -> nn.Module:
     robustness benchmark's "32 px nearest" digits scored 9 points below native, with this
     mix about 4 (BENCHMARKS.md).
     """
-    ranges = {"degrees": 10, "translate": (0.125, 0.125), "scale": (0.9, 1.2, 0.9, 1.2)}
-    return K.ImageSequential(
-        K.RandomAffine(**ranges, shear=8, p=1.0),
-        K.RandomAffine(**ranges, shear=8, resample="nearest", p=1.0),
-        random_apply=1,
-        random_apply_weights=[0.7, 0.3],
-    )
+    return AffineWarp(degrees=10, translate=0.125, scale=(0.9, 1.2), shear=8, nearest_share=0.3)
+
+
+class AffineWarp(nn.Module):
+    """A random rotation, zoom per axis, shear along x and shift per image, about the centre,
+    as one ``grid_sample`` over the batch; bilinear, or by the nearest pixel for a
+    ``nearest_share`` of the batches. Vacated pixels are black.
+
+    kornia's ``RandomAffine`` draws the same kind of warp through some forty small tensor
+    operations per call: on the demo's batches of 16 images of 16 px it took 0.6 ms a
+    batch for 0.02 ms of resampling, and held the augmented training loop to 0.83 of the
+    plain one. Here every parameter is drawn in one ``torch.rand`` (the seeded generator)
+    and the warp is torch's own ``affine_grid`` and ``grid_sample``.
+    """
+
+    def __init__(
+        self,
+        degrees: float,
+        translate: float,
+        scale: tuple[float, float],
+        shear: float,
+        nearest_share: float = 0.0,
+    ):
+        super().__init__()
+        self.degrees, self.translate, self.scale, self.shear = degrees, translate, scale, shear
+        self.nearest_share = nearest_share
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = pixels.shape
+        nearest = float(torch.rand(())) < self.nearest_share
+        draws = torch.rand(batch, 6).to(pixels.device)
+        angle = torch.deg2rad((2 * draws[:, 0] - 1) * self.degrees)
+        low, high = self.scale
+        zoom_x, zoom_y = low + (high - low) * draws[:, 1], low + (high - low) * draws[:, 2]
+        shear = torch.tan(torch.deg2rad((2 * draws[:, 3] - 1) * self.shear))
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        # the forward map, in pixels about the centre: rotation @ shear @ zoom
+        forward = torch.stack(
+            [
+                torch.stack([cos * zoom_x, (cos * shear - sin) * zoom_y], -1),
+                torch.stack([sin * zoom_x, (sin * shear + cos) * zoom_y], -1),
+            ],
+            -2,
+        )
+        # grid_sample asks, per output pixel, where to read: the inverse map, in the
+        # normalised coordinates of a (height, width) image
+        to_unit = torch.tensor([2 / width, 2 / height], device=pixels.device)
+        inverse = torch.linalg.inv(forward) * to_unit[:, None] / to_unit[None, :]
+        shift = (2 * draws[:, 4:6] - 1) * (2 * self.translate)  # up to translate x the side
+        theta = torch.cat([inverse, -(inverse @ shift.unsqueeze(-1))], dim=-1)
+        grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
+        mode = "nearest" if nearest else "bilinear"
+        return F.grid_sample(pixels, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
 class BatchAugmenter:

@@ -12,7 +12,7 @@ from torch import nn
 
 from contract.images import Preprocessing
 from tests.support.images import digit_images
-from training.augment import POLICIES, BatchAugmenter, count_smaller, warn_if_upscaled
+from training.augment import POLICIES, AffineWarp, BatchAugmenter, count_smaller, warn_if_upscaled
 from training.ema import weight_average
 
 SIZE = 16
@@ -143,3 +143,18 @@ def test_ema_warms_up_then_averages_with_the_decay():
         torch.testing.assert_close(ema.module[0].weight, expected)
     assert int(ema.module[1].num_batches_tracked) == int(model[1].num_batches_tracked)
     assert not any(p.requires_grad for p in ema.parameters())
+
+
+def test_the_affine_warp_without_ranges_returns_the_batch():
+    pixels = torch.rand(4, 3, 12, 10)
+    same = AffineWarp(degrees=0, translate=0, scale=(1, 1), shear=0)(pixels)
+    torch.testing.assert_close(same, pixels, atol=1e-5, rtol=0)
+
+
+def test_a_nearest_pixel_warp_makes_no_new_values():
+    pixels = torch.randint(0, 4, (4, 3, 16, 16)).float() / 3
+    warped = AffineWarp(degrees=10, translate=0.125, scale=(0.9, 1.2), shear=8, nearest_share=1)(
+        pixels
+    )
+    assert set(warped.unique().tolist()) <= set(pixels.unique().tolist())
+    assert not torch.equal(warped, pixels)
