@@ -89,3 +89,46 @@ def test_install_makes_new_dispatchers_use_it(monkeypatch):
         max_latency_in_ms=1000, max_batch_size=4, fallback=lambda: None
     )
     assert isinstance(cork.optimizer, batching.IdleWaitOptimizer)
+
+
+@pytest.mark.timeout(60)
+def test_the_dispatcher_waits_for_a_running_batch_instead_of_polling(monkeypatch):
+    batching.install()
+
+    async def scenario() -> tuple[list[int], int]:
+        cork = dispatcher.CorkDispatcher(
+            max_latency_in_ms=10_000,
+            max_batch_size=8,
+            fallback=lambda: None,
+            get_batch_size=lambda _: 1,
+        )
+        assert isinstance(cork._sema, batching.SignallingSema)
+        checks = 0
+        is_locked = cork._sema.is_locked
+
+        def counted() -> bool:
+            nonlocal checks
+            checks += 1
+            return is_locked()
+
+        monkeypatch.setattr(cork._sema, "is_locked", counted)
+        sizes: list[int] = []
+
+        async def model(images):
+            sizes.append(len(images))
+            await asyncio.sleep(0.1)  # each batch holds the model for 100 ms
+            return [image + 1 for image in images]
+
+        classify = cork(model)
+        for image in range(10):  # BentoML's one-by-one training of its estimate
+            assert await classify(image) == image + 1
+        checks = 0
+        answers = await asyncio.gather(*(classify(image) for image in range(32)))
+        assert answers == [image + 1 for image in range(32)]
+        cork.shutdown()
+        return sizes[10:], checks
+
+    sizes, checks = asyncio.run(scenario())
+    assert sum(sizes) == 32 and max(sizes) == 8  # the queued requests still went in full batches
+    # polling every millisecond would check the semaphore about 100 times per batch
+    assert checks < 10 * len(sizes), (checks, sizes)
