@@ -124,7 +124,9 @@ class TrainConfig(BaseModel):
         3, ge=1, description="Stop after this many epochs without a better validation metric."
     )
     metric: Literal["macro_f1", "accuracy"] = Field(
-        "macro_f1", description="Validation metric for early stopping and the best weights."
+        "macro_f1",
+        description="Validation metric for early stopping and the best weights; an epoch that "
+        "ties it at a lower validation loss counts as better.",
     )
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 (or fp16) on CUDA, none on CPU."

@@ -204,7 +204,7 @@ def _lora_targets(model: nn.Module) -> list[str]:
 
     Adapting the query and value projections alone, as the LoRA paper did, left the
     digits transfer benchmark about 5 points behind full fine-tuning at 20 examples per
-    class; with every linear layer of the blocks it matches it (BENCHMARKS.md).
+    class; with every linear layer of the blocks it comes within two points (BENCHMARKS.md).
     """
     blocks = backbone_blocks(model)
     names = {id(m): n for n, m in model.named_modules()}

@@ -221,20 +221,20 @@ def train(
                 "lr": scheduler.get_last_lr()[-1],
                 "seconds": time.perf_counter() - started,
             }
-            score, candidate = getattr(val.metrics, config.metric), accelerator.unwrap_model(model)
+            score, candidate = _score(val.metrics, config.metric), accelerator.unwrap_model(model)
             if ema is not None:
                 ema_val = evaluate_logits(
                     *collect_logits(ema, val_loader, preprocessing, accelerator), data.labels
                 )
                 row.update(ema_val_accuracy=ema_val.metrics.accuracy)
                 row.update(ema_val_macro_f1=ema_val.metrics.macro_f1)
-                if getattr(ema_val.metrics, config.metric) > score:
-                    score, candidate = getattr(ema_val.metrics, config.metric), ema.module
+                if _better(_score(ema_val.metrics, config.metric), score):
+                    score, candidate = _score(ema_val.metrics, config.metric), ema.module
             progress["history"].append(row)
             accelerator.print(_epoch_line(row, config.epochs))
             tracking.log_epoch(accelerator, row)
 
-            if progress["best"] is None or score > progress["best"]:
+            if _better(score, progress["best"]):
                 progress.update(best=score, bad=0)
                 best_weights = _copy_state(candidate)
             else:
@@ -242,7 +242,8 @@ def train(
             progress["epoch"] = epoch + 1
             if progress["bad"] >= config.patience:
                 accelerator.print(
-                    f"early stop: no better validation {config.metric} in {config.patience} epochs"
+                    f"early stop: no better validation {config.metric} (or loss at the same "
+                    f"{config.metric}) in {config.patience} epochs"
                 )
                 break
 
@@ -392,6 +393,24 @@ def _mixed_precision(choice: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "no"
+
+
+def _score(metrics, metric: str) -> list[float]:
+    """An epoch's standing: the validation metric, then the validation loss.
+
+    A small validation set often reaches the metric's ceiling (every image right)
+    within a few epochs; ranked on the metric alone, the first epoch to get there would
+    be kept and training stopped ``patience`` epochs later, however much the model
+    still gained in confidence. The loss breaks such ties.
+    """
+    return [getattr(metrics, metric), metrics.nll]
+
+
+def _better(score: list[float], best: list[float] | None) -> bool:
+    """A higher metric, or the same metric at a lower loss."""
+    if best is None:
+        return True
+    return score[0] > best[0] or (score[0] == best[0] and score[1] < best[1])
 
 
 def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
