@@ -11,9 +11,12 @@ measured side by side in one run:
    batching (the service's own defaults);
 3. ``service_unbatched``: the same with ``VISIONTUNE_MAX_BATCH_SIZE=1``;
 4. ``baseline``: ``benchmarks/baseline_app.py``, FastAPI + a transformers
-   ``pipeline("image-classification")`` one image at a time (uvicorn, 1 worker).
+   ``pipeline("image-classification")`` one image at a time (uvicorn, 1 worker);
+5. ``bentoml_floor`` (CPU only): ``benchmarks/floor_service.py``, the same model,
+   decoding and forward passes behind a bare batchable BentoML API: what BentoML
+   itself costs per request, which sets the ceilings of the service's targets.
 
-The three servers run at once on 127.0.0.1, idle unless spoken to; one asyncio
+The servers run at once on 127.0.0.1, idle unless spoken to; one asyncio
 client (aiohttp) sends every row the same requests: one JPEG (640x480) per
 ``POST /classify``, ``--concurrency`` requests in flight, for ``--seconds`` after
 a warm-up, then waits for the last answers. Servers and concurrency levels are
@@ -71,7 +74,6 @@ from benchmarks.common import (
     write_result,
 )
 
-SERVERS = ["service", "service_unbatched", "baseline"]
 CONCURRENCY = [1, 8, 32, 64]
 BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64]
 IMAGE_SIZE = (640, 480)
@@ -371,7 +373,7 @@ def make_servers(
         "BASELINE_DEVICE": device,
         "BASELINE_DTYPE": dtype,
     }
-    return {
+    servers = {
         "service": Server("service", bentoml, env, logs / "service.log"),
         "service_unbatched": Server(
             "service_unbatched",
@@ -381,6 +383,10 @@ def make_servers(
         ),
         "baseline": Server("baseline", uvicorn, baseline_env, logs / "baseline.log"),
     }
+    if device == "cpu":
+        floor = [*bentoml[:2], "benchmarks.floor_service:BentoMLFloor", *bentoml[3:]]
+        servers["bentoml_floor"] = Server("bentoml_floor", floor, env, logs / "floor.log")
+    return servers
 
 
 # --- the client ----------------------------------------------------------------------------
@@ -524,8 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"servers ready; the service reports {serving}", flush=True)
 
         limit_rates = {size: [] for size in args.batch_sizes}
-        rows = {name: {c: [] for c in args.concurrency} for name in SERVERS}
-        for round_index, order in enumerate(rotations(SERVERS, args.rounds)):
+        rows = {name: {c: [] for c in args.concurrency} for name in servers}
+        for round_index, order in enumerate(rotations(list(servers), args.rounds)):
             sizes = rotations(args.batch_sizes, args.rounds)[round_index]
             measured = measure_limit(
                 folder, args.device, args.dtype, sizes, args.limit_seconds, args.gpu_decode
@@ -610,6 +616,15 @@ def _summarise(args, limit_rates, rows, serving, images) -> dict:
     other = table["service"].get("1", {}).get("server", {}).get("other_ms_per_image")
     if other is not None:
         targets["other_ms_per_image"] = {"value": other, "target": 1.0, "at_most": True}
+    # What BentoML itself allows: the floor's rate, and its own other at concurrency 1
+    if "bentoml_floor" in table:
+        floor = table["bentoml_floor"]
+        targets["service_over_best_limit"]["ceiling"] = (
+            floor[str(c)]["images_per_second"] / limit[str(best_size)]
+        )
+        floor_other = floor.get("1", {}).get("server", {}).get("other_ms_per_image")
+        if other is not None and floor_other is not None:
+            targets["other_ms_per_image"]["ceiling"] = floor_other
     for target in targets.values():
         if isinstance(target, dict):
             below = target["value"] <= target["target"]

@@ -210,9 +210,13 @@ class ImageClassifier:
         return predictions
 
     def encode(self, probabilities: np.ndarray, top_k: int) -> Prediction:
+        """The best ``top_k`` labels; built without validation, as every field is ours."""
         best = np.argsort(probabilities)[::-1][:top_k]
-        ranked = [LabelScore(label=self.labels[i], score=float(probabilities[i])) for i in best]
-        return Prediction(
+        ranked = [
+            LabelScore.model_construct(label=self.labels[i], score=float(probabilities[i]))
+            for i in best
+        ]
+        return Prediction.model_construct(
             label=ranked[0].label, score=ranked[0].score, top_k=ranked, model=self.tag
         )
 
