@@ -9,7 +9,9 @@ answering a label and a score per image. CPU only. No input checks, no
 decode thread, no middlewares, no metrics but the two timings the benchmark reads
 (``visiontune_preprocess_seconds``, ``visiontune_inference_seconds``). BentoML's own
 request path is as in the service: uvicorn, BentoML's metrics middleware, its
-batching dispatcher and a worker thread for the batch, the access log and tracing off.
+batching dispatcher (with ``service.batching``'s scheduling, as in the service: stock
+BentoML holds each lone request for about as long as a batch took under the last
+burst) and a worker thread for the batch, the access log and tracing off.
 
 Whatever the service spends beyond this row is the service's own; what this row
 spends outside decoding and the forward pass is BentoML's, which no service built
@@ -32,9 +34,11 @@ from pydantic import BaseModel
 from contract.images import decode_image
 from contract.predictor import Predictor
 from contract.savedmodel import ModelMetadata
+from service import batching
 from service.forward_batch import choose_forward_batch
 
 MAX_BATCH_SIZE = 32
+batching.install()  # before BentoML builds the dispatcher
 
 
 class Files(bentoml.IODescriptor):

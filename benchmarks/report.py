@@ -600,6 +600,7 @@ def _profile(result: dict) -> str:
     names = {
         "bentoml_defaults": "access log and tracing on (BentoML's defaults)",
         "service": "the service's defaults",
+        "bentoml_floor": "BentoML floor (no service code)",
     }
     components = list(dict.fromkeys(c for run in runs.values() for c in run["ms_per_image"]))
     lines = [
@@ -612,7 +613,7 @@ def _profile(result: dict) -> str:
         "window is split by the share of samples in each component (a sample counts for the "
         "innermost of its frames that belongs to one, so a middleware counts only its own work). What the service's "
         "defaults leave out: BentoML's access log (`VISIONTUNE_ACCESS_LOG` turns it on) and "
-        "the OpenTelemetry middleware's span per request (`VISIONTUNE_TRACING`); both runs "
+        "the OpenTelemetry middleware's span per request (`VISIONTUNE_TRACING`); every run "
         "serve through uvicorn on httptools and uvloop (project dependencies), whose HTTP "
         "parsing and event loop are C.",
         "",
@@ -636,14 +637,16 @@ def _profile(result: dict) -> str:
         )
         for name, run in runs.items()
     }
+    service_ms = runs.get("service", {}).get("cpu_ms_per_image", 0.0)
     lines += [
         "",
         "Overhead outside decoding and the forward pass, ms per image: "
         + ", ".join(f"{names.get(n, n)} {ms:.2f}" for n, ms in overhead.items())
-        + ". The largest frames within each component of the service's own run: "
+        + ". The largest frames within each component of the service's own run, ms per "
+        "image: "
         + "; ".join(
             f"{component}: "
-            + ", ".join(f"`{frame}` {share:.0%}" for frame, share in frames.items())
+            + ", ".join(f"`{frame}` {share * service_ms:.2f}" for frame, share in frames.items())
             for component, frames in runs.get("service", {}).get("top_frames", {}).items()
             if component not in ("forward pass", "decoding and resizing")
         )

@@ -3,7 +3,9 @@
 The benchmark model of ``serve_throughput`` (DeiT-tiny size, 224 px) is served by
 ``bentoml serve service:ImageClassifier`` in two configurations, one after the other:
 ``bentoml_defaults`` (BentoML's access log and tracing middleware on, as they are
-unless the service turns them off) and ``service`` (the service's own defaults). Each
+unless the service turns them off) and ``service`` (the service's own defaults); then
+``benchmarks/floor_service.py``, the same decoding and model behind a bare batchable
+BentoML API (what BentoML's request path costs without the service's code). Each
 is loaded like ``serve_throughput`` does (one 640x480 JPEG per request, ``--concurrency``
 in flight, pinned to the same CPUs) while ``py-spy record`` samples every process of
 the server for ``--seconds`` (on-CPU samples only: threads waiting in a selector, on a
@@ -55,8 +57,12 @@ COMPONENTS = [
 GENERIC = ("HTTP server and event loop", r"uvicorn/|h11/|httptools|asyncio/|starlette/|anyio/")
 SOCKET_IO = re.compile(r"selector_events\.py|uvicorn/|h11/|httptools")
 # innermost frames of a thread waiting, which py-spy can report as running: asyncio's
-# selector, a condition, and uvloop's loop (C code under Runner.run: waiting in epoll)
-IDLE = re.compile(r"\b(select \(selectors\.py|wait \(threading\.py|Runner\.run \(runners\.py)\)")
+# selector, a condition, uvloop's loop (C code under Runner.run: waiting in epoll) and
+# an idle thread of a concurrent.futures pool (in its queue's get)
+IDLE = re.compile(
+    r"\b(select \(selectors\.py|wait \(threading\.py|Runner\.run \(runners\.py"
+    r"|_worker \(thread\.py)\)"
+)
 CONFIGURATIONS = {
     "bentoml_defaults": {"VISIONTUNE_ACCESS_LOG": "1", "VISIONTUNE_TRACING": "1"},
     "service": {},
@@ -137,9 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as work:
         work = Path(work)
         tag, folder = store_model("deit-tiny", work)
-        base = make_servers(tag, folder, "cpu", "fp32", work)["service"]
-        for name, extra in CONFIGURATIONS.items():
-            server = type(base)(name, base.command, {**base.env, **extra}, work / f"{name}.log")
+        servers = make_servers(tag, folder, "cpu", "fp32", work)
+        base = servers["service"]
+        runs = {
+            name: type(base)(name, base.command, {**base.env, **extra}, work / f"{name}.log")
+            for name, extra in CONFIGURATIONS.items()
+        }
+        runs["bentoml_floor"] = servers["bentoml_floor"]
+        for name, server in runs.items():
             server.start()
             try:
                 server.wait_ready()

@@ -43,7 +43,7 @@ from starlette.requests import Request
 
 from contract.images import ImageError, Preprocessing, load_image, open_image
 from service import metrics
-from service.limits import decode_limiter
+from service.limits import in_decode_thread
 from service.settings import settings
 
 logger = logging.getLogger("bentoml.visiontune")
@@ -205,7 +205,7 @@ async def _decode(images: list[bytes] | list[str], top_k: int) -> list[Decoded]:
 
     The worker's decode slots (``service.limits``) bound how many decode at once."""
     service = bentoml.get_current_service()
-    arrays = await anyio.to_thread.run_sync(service.decode, images, limiter=decode_limiter())
+    arrays = await in_decode_thread(service.decode, images)
     return [Decoded(array, top_k) for array in arrays]
 
 

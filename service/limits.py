@@ -2,9 +2,9 @@
 
 Decoding is the step whose memory grows with the input (a full-size image before
 it is resized), so each worker decodes at most ``settings.decode_slots()``
-requests at a time, on a dedicated ``anyio.CapacityLimiter``: waiters are served
-in arrival order, and the decodes do not take the thread tokens that the model's
-forward pass needs (BentoML runs a batch through anyio's default limiter).
+requests at a time, on a thread pool of its own (``in_decode_thread``): waiting
+decodes start in arrival order, and they do not take the thread tokens that the
+model's forward pass needs (BentoML runs a batch through anyio's default limiter).
 
 Requests in flight are bounded by BentoML's own ``traffic.max_concurrency``
 (``settings.traffic``). BentoML 1.4 answers a request past it with a bare 429
@@ -22,22 +22,33 @@ way, to stop it keeping every answered request alive until its timeout.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-import anyio
 from bentoml._internal.server.http import traffic
 from starlette.responses import JSONResponse
 
 from service.settings import settings
 
 RETRY_AFTER_S = 1
+T = TypeVar("T")
 
 
 @functools.cache
-def decode_limiter() -> anyio.CapacityLimiter:
-    """The worker's decode slots (created on first use, inside the worker's event loop)."""
-    return anyio.CapacityLimiter(settings.decode_slots())
+def _decode_pool() -> ThreadPoolExecutor:
+    """The worker's decode threads (created on first use, inside the worker)."""
+    return ThreadPoolExecutor(settings.decode_slots(), thread_name_prefix="visiontune-decode")
+
+
+async def in_decode_thread(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` on one of the worker's decode threads, in the caller's context."""
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_decode_pool(), context.run, function, *args)
 
 
 async def _answer_full(send, limit: int) -> None:
