@@ -13,9 +13,9 @@ batching dispatcher (with ``service.batching``'s scheduling, as in the service: 
 BentoML holds each lone request for about as long as a batch took under the last
 burst) and a worker thread for the batch, the access log and tracing off.
 
-Whatever the service spends beyond this row is the service's own; what this row
-spends outside decoding and the forward pass is BentoML's, which no service built
-on it goes below (``benchmarks.serve_throughput`` reports it as a ceiling).
+What this row spends per image outside decoding and the forward pass is BentoML's
+own, which no service built on it goes below; what the service spends beyond it is
+the service's (``benchmarks.serve_throughput`` reports both side by side).
 """
 
 from __future__ import annotations
