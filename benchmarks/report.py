@@ -357,8 +357,9 @@ def _serving(result: dict, title: str = "## Serving throughput and latency") -> 
             "decoding and model behind a bare batchable BentoML API with none of the "
             "service's input checks, metrics or middlewares: what BentoML's own request path "
             "spends per image outside decoding and the forward pass, which no service built "
-            "on it goes below. Against the limit it is no bound: the service decodes in a "
-            "thread of its own while a batch runs, the floor in the batch."
+            "on it goes below. Against the limit it is no strict bound (the service decodes in "
+            "a thread of its own while a batch runs, the floor within the batch), and the "
+            "rounds' spread on a shared host is wider than the gap between the two."
         )
     lines += ["", _machine(result)]
     return "\n".join(lines)
