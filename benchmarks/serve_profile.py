@@ -51,6 +51,9 @@ COMPONENTS = [
     ("JSON encoding", r"/json/|starlette/responses\.py|io_models\.py"),
     ("batching dispatcher", r"marshal/dispatcher\.py|service/batching\.py"),
     ("service: predict and encode", r"service/classifier\.py"),
+    # BentoML's own handling of an API call (its endpoint, the API method's binding, which
+    # builds a signature per call); last, so the parts above keep their frames
+    ("BentoML API handling", r"_bentoml_impl/server/app\.py|_bentoml_sdk/|/inspect\.py"),
 ]
 # the server's own work, whoever called it: a sample whose innermost frame is here counts
 # for it, and so does one that no component claims
