@@ -87,8 +87,8 @@ class Deadline(traffic.TimeoutMiddleware):
     cancels it, so every request's context (its tracing span, its futures) stays alive for
     the whole timeout after it was answered: at 70 requests/s and the default 60 s, 4,000
     contexts and 50,000 objects, which each full garbage collection walks while the worker
-    stands still. ``asyncio.timeout`` runs the request in its own task with one timer,
-    disarmed as soon as the answer starts or the request is done.
+    stands still. Here ``asyncio.timeout`` arms one timer in the request's own task and
+    disarms it as soon as the answer starts or the request is done.
     """
 
     async def __call__(self, scope, receive, send) -> None:

@@ -228,8 +228,9 @@ def train(
                 )
                 row.update(ema_val_accuracy=ema_val.metrics.accuracy)
                 row.update(ema_val_macro_f1=ema_val.metrics.macro_f1)
-                if _better(_score(ema_val.metrics, config.metric), score):
-                    score, candidate = _score(ema_val.metrics, config.metric), ema.module
+                ema_score = _score(ema_val.metrics, config.metric)
+                if _better(ema_score, score):
+                    score, candidate = ema_score, ema.module
             progress["history"].append(row)
             accelerator.print(_epoch_line(row, config.epochs))
             tracking.log_epoch(accelerator, row)
@@ -406,10 +407,13 @@ def _score(metrics, metric: str) -> list[float]:
     return [getattr(metrics, metric), metrics.nll]
 
 
-def _better(score: list[float], best: list[float] | None) -> bool:
-    """A higher metric, or the same metric at a lower loss."""
+def _better(score: list[float], best: list[float] | float | None) -> bool:
+    """A higher metric, or the same metric at a lower loss (a checkpoint that recorded the
+    best metric alone, as a number, ranks by the metric)."""
     if best is None:
         return True
+    if isinstance(best, int | float):
+        best = [best, math.inf]
     return score[0] > best[0] or (score[0] == best[0] and score[1] < best[1])
 
 

@@ -4,13 +4,17 @@ no timer left armed once a request is answered; every 503 says when to retry."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import threading
+import time
 
 import httpx
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from service.limits import RETRY_AFTER_S, Deadline, RetryAfter
+from service.limits import RETRY_AFTER_S, Deadline, RetryAfter, in_decode_thread
+from service.settings import settings
 
 
 async def slow(request):
@@ -74,3 +78,37 @@ def test_deadline_never_cuts_an_answer_that_has_started():
 
     answered = asyncio.run(scenario())
     assert answered.status_code == 200 and answered.text == "late but whole"
+
+
+REQUEST = contextvars.ContextVar("request")
+
+
+def test_decodes_run_at_most_slots_at_once_in_arrival_order_and_in_their_context():
+    slots = settings.decode_slots()
+    lock, running, most, started = threading.Lock(), [0], [0], []
+
+    def decode(index: int) -> str:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            started.append(index)
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return REQUEST.get()
+
+    async def one(index: int) -> str:
+        REQUEST.set(f"request {index}")
+        return await in_decode_thread(decode, index)
+
+    async def scenario():
+        tasks = []
+        for index in range(3 * slots):
+            tasks.append(asyncio.create_task(one(index)))
+            await asyncio.sleep(0)  # each task submits before the next is created
+        return await asyncio.gather(*tasks)
+
+    answers = asyncio.run(scenario())
+    assert answers == [f"request {i}" for i in range(3 * slots)]
+    assert most[0] == slots
+    assert set(started[:slots]) == set(range(slots))  # the first to arrive start first
