@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from contract.images import Preprocessing
+from contract.portable import make_portable
 from contract.savedmodel import ModelMetadata
 
 
@@ -53,7 +54,8 @@ class Predictor:
         """Load a stored model's folder with transformers alone, in eval mode on ``device``."""
         from transformers import AutoModelForImageClassification
 
-        model = AutoModelForImageClassification.from_pretrained(str(path)).eval().to(device)
+        model = AutoModelForImageClassification.from_pretrained(str(path))
+        model = make_portable(model).eval().to(device)
         if model.config.num_labels != len(metadata.labels):
             raise RuntimeError(
                 f"{path}: the model has {model.config.num_labels} outputs "

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import kornia.augmentation as K
+import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.augmentation.auto import RandAugment, TrivialAugment
@@ -237,6 +238,8 @@ def count_smaller(sources: Iterable[Any], height: int, width: int) -> tuple[int,
 def _size(source: Any) -> tuple[int, int] | None:
     if isinstance(source, Image.Image):
         return source.size
+    if isinstance(source, np.ndarray):
+        return (source.shape[1], source.shape[0])
     if isinstance(source, str | Path):
         try:
             with Image.open(source) as image:

@@ -1,4 +1,4 @@
-"""Labelled images from a folder, a Hugging Face dataset, or the embedded digits.
+"""Labelled images from a folder, a Hugging Face dataset, or an embedded dataset.
 
 Every source becomes :class:`DataSplits`: label names in id order and
 train/val(/test) lists of ``(source, label_id)`` where a source is a file path, a
@@ -28,6 +28,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from contract.images import ImageError, Preprocessing, decode_image, to_rgb
 from training.config import TrainConfig
+from training.embedded import READERS as EMBEDDED
+from training.embedded import EmbeddedDataMissing
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ def load_image(source: Any, draft_size: tuple[int, int] | None = None) -> Image.
     ``draft_size`` (width, height) when given."""
     if isinstance(source, Image.Image):
         return to_rgb(source)
+    if isinstance(source, np.ndarray):  # a row of an embedded dataset's pixel array
+        return to_rgb(Image.fromarray(source))
     if isinstance(source, tuple):
         dataset, row, column = source
         return _decode_hf_cell(dataset[row][column], draft_size)
@@ -121,8 +125,11 @@ def load_labelled(config: TrainConfig, labels: list[str]) -> list[Example]:
 
 
 def _read_source(config: TrainConfig):
-    if config.data == "digits":
-        return _read_digits()
+    if config.data in EMBEDDED:
+        try:
+            return EMBEDDED[config.data]()
+        except EmbeddedDataMissing as err:
+            raise DataError(str(err)) from None
     path = Path(config.data).expanduser()
     if path.is_dir() and _is_hf_dataset_folder(path):
         return _read_hf(config, path)
@@ -133,20 +140,6 @@ def _read_source(config: TrainConfig):
     if config.data.count("/") > 1 or config.data.startswith((".", "~")):
         raise DataError(f"--data {config.data}: no such folder")
     return _read_hf(config, None)
-
-
-def _read_digits():
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = [
-        Image.fromarray((pixels.reshape(8, 8) * (255 / 16)).astype(np.uint8), mode="L")
-        for pixels in digits.data
-    ]
-    examples = list(zip(images, (int(t) for t in digits.target), strict=True))
-    digest = hashlib.sha256(digits.data.tobytes() + digits.target.tobytes()).hexdigest()
-    labels = [str(int(name)) for name in digits.target_names]
-    return {"train": examples}, labels, digest, [], False
 
 
 def _read_folder(root: Path, strict: bool):
@@ -415,7 +408,7 @@ def _describe_source(source: Any) -> str:
     if isinstance(source, tuple):
         dataset, row, column = source
         return f"row {row} of the dataset (column {column!r})"
-    if isinstance(source, Image.Image):
+    if isinstance(source, Image.Image | np.ndarray):
         return "an embedded image"
     return str(source)
 

@@ -17,7 +17,10 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassi
 from transformers.utils import logging as hf_logging
 
 from contract.images import Preprocessing
+from contract.portable import make_portable
 from training.config import TrainConfig
+from training.pretrained import SourceError
+from training.pretrained import resolve as resolve_source
 
 
 class BackboneError(ValueError):
@@ -49,12 +52,16 @@ def create_model(
     finally:
         hf_logging.set_verbosity(verbosity)
     reset_head(model)
-    return model, _preprocessing(source, model, image_size)
+    return make_portable(model), _preprocessing(source, model, image_size)
 
 
 def load_backbone_config(backbone: str):
-    """The backbone's resolved source and config: cheap, so bad names fail before any work."""
-    source = _check_local(backbone)
+    """The backbone's resolved source and config: cheap, so bad names fail before any work
+    (a source ``visiontune backbone import`` knows is imported into the cache first)."""
+    try:
+        source = _check_local(resolve_source(backbone))
+    except SourceError as err:
+        raise BackboneError(f"--backbone {backbone}: {err}") from None
     try:
         return source, AutoConfig.from_pretrained(source, trust_remote_code=False)
     except Exception as err:  # OSError, ValueError, hub errors: all mean "cannot load"
