@@ -15,6 +15,7 @@ from transformers import (
     AutoModelForImageClassification,
     ConvNextConfig,
     Dinov2Config,
+    EfficientNetConfig,
     MobileViTConfig,
     PretrainedConfig,
     ResNetConfig,
@@ -22,7 +23,7 @@ from transformers import (
     ViTConfig,
 )
 
-FAMILIES = ("vit", "convnext", "resnet", "swin", "dinov2", "mobilevit")
+FAMILIES = ("vit", "convnext", "resnet", "swin", "dinov2", "mobilevit", "efficientnet")
 PRESETS = ("tiny", "small", "deit-tiny", "vit-base")
 
 
@@ -85,6 +86,21 @@ def create_config(family: str, image_size: int, preset: str = "tiny") -> Pretrai
             num_attention_heads=2,
             intermediate_size=4 * width,
         )
+    if family == "efficientnet":  # EfficientNet-Lite's layout (ReLU6) at a fraction of B0's width
+        return EfficientNetConfig(
+            image_size=image_size,
+            width_coefficient=width / 64,
+            depth_coefficient=0.25,
+            hidden_dim=20 * width,  # transformers sizes top_conv by round_filters(1280)
+            hidden_act="relu6",
+            kernel_sizes=[3, 3, 5],
+            in_channels=[32, 16, 24],
+            out_channels=[16, 24, 40],
+            strides=[1, 2, 2],
+            num_block_repeats=[1, 2, 2],
+            expand_ratios=[1, 6, 6],
+            batch_norm_momentum=0.1,
+        )
     return MobileViTConfig(
         image_size=image_size,
         patch_size=2,
@@ -121,7 +137,9 @@ def family_processor(family: str, image_size: int):
     ViT squashes (bilinear, mean/std 0.5); Swin squashes (bicubic, ImageNet mean/std);
     ConvNeXt and ResNet resize the shortest edge to size / crop_pct and crop (bicubic);
     DINOv2 resizes the shortest edge to 256/224 of the crop and crops (bicubic);
-    MobileViT resizes to 288/256 of the crop, crops, and feeds BGR without normalising.
+    MobileViT resizes to 288/256 of the crop, crops, and feeds BGR without normalising;
+    EfficientNet-Lite resizes to 256/224 of the crop, crops (bicubic), and normalises
+    by 127/128.
     """
     from transformers import (
         BitImageProcessorPil,
@@ -146,6 +164,10 @@ def family_processor(family: str, image_size: int):
     if family == "mobilevit":
         edge = round(image_size * 288 / 256)
         return MobileViTImageProcessorPil(size={"shortest_edge": edge}, crop_size=square)
+    if family == "efficientnet":
+        from training.pretrained import lite_processor
+
+        return lite_processor(image_size)
     if family == "swin":
         return ViTImageProcessorPil(size=square, resample=bicubic, **imagenet)
     return ViTImageProcessorPil(size=square, image_mean=[0.5] * 3, image_std=[0.5] * 3)

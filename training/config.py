@@ -25,12 +25,15 @@ class TrainConfig(BaseModel):
 
     data: str = Field(
         description="A folder of class sub-folders (optionally split into train/ val/ test/), "
-        "a Hugging Face dataset (hub name or local folder), or 'digits' (scikit-learn's "
-        "handwritten digits, embedded)."
+        "a Hugging Face dataset (hub name or local folder), or an embedded dataset: 'digits' "
+        "(scikit-learn's 8x8 handwritten digits) or 'fashion-mnist' (Zalando's 28x28 product "
+        "photos, from Debian's dataset-fashion-mnist)."
     )
     backbone: str = Field(
         description="Hub id or local folder in Hugging Face format of a model "
-        "AutoModelForImageClassification supports (ViT, DeiT, ConvNeXt, ResNet, Swin, DINOv2...)."
+        "AutoModelForImageClassification supports (ViT, DeiT, ConvNeXt, ResNet, Swin, DINOv2, "
+        "EfficientNet...), or a source `visiontune backbone import` knows "
+        "(efficientnet-lite0: ImageNet weights, imported into the cache on first use)."
     )
     name: str = Field(DEFAULT_MODEL_NAME, description="Model name in the BentoML model store.")
     strategy: Strategy = Field(
@@ -99,6 +102,12 @@ class TrainConfig(BaseModel):
     )
     per_class: int | None = Field(
         None, ge=1, description="Use at most this many training images per class (few-shot)."
+    )
+    eval_per_class: int | None = Field(
+        None,
+        ge=1,
+        description="Validate and test on at most this many images per class (quicker "
+        "epochs on a large dataset); default: all of them.",
     )
     image_column: str = Field("image", description="Image column of a Hugging Face dataset.")
     label_column: str = Field("label", description="Label column of a Hugging Face dataset.")

@@ -101,6 +101,10 @@ def load_data(config: TrainConfig) -> DataSplits:
     )
     if config.per_class:
         data.train = _per_class(data.train, config.per_class, config.seed)
+    if config.eval_per_class:
+        data.val = _per_class(data.val, config.eval_per_class, config.seed)
+        if data.test:
+            data.test = _per_class(data.test, config.eval_per_class, config.seed)
     _check_trainable(data, config)
     return data
 

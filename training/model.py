@@ -207,7 +207,8 @@ def _lora(model: nn.Module, config: TrainConfig) -> Trainable:
 
 
 def _lora_targets(model: nn.Module) -> list[str]:
-    """Every linear layer of the backbone's blocks (attention and MLP), else their convolutions.
+    """Every linear layer of the backbone's blocks (attention and MLP), else their
+    ungrouped convolutions.
 
     Adapting the query and value projections alone, as the LoRA paper did, left the
     digits transfer benchmark about 5 points behind full fine-tuning at 20 examples per
@@ -216,7 +217,10 @@ def _lora_targets(model: nn.Module) -> list[str]:
     blocks = backbone_blocks(model)
     names = {id(m): n for n, m in model.named_modules()}
     chosen = [m for m in blocks.modules() if isinstance(m, nn.Linear)]
-    chosen = chosen or [m for m in blocks.modules() if isinstance(m, nn.Conv2d)]
+    # grouped (depthwise) convolutions are left out: peft can neither merge nor, at most
+    # ranks, build their adapters
+    convs = [m for m in blocks.modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
+    chosen = chosen or convs
     if not chosen:
         raise BackboneError(f"{model.config.model_type}: no layers LoRA can adapt")
     return [names[id(m)] for m in chosen]

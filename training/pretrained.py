@@ -141,7 +141,7 @@ def _efficientnet_lite0() -> tuple:
     )
     model = EfficientNetForImageClassification(config).eval()
     model.load_state_dict(_lite_state_dict(state, model.state_dict()), strict=True)
-    return model, _lite_processor()
+    return model, lite_processor()
 
 
 def _lite_state_dict(state: dict, target: dict) -> dict:
@@ -190,15 +190,15 @@ def _lite_key(key: str) -> str:
     return ".".join(["efficientnet", layer, *parts[1:]])
 
 
-def _lite_processor():
-    """EfficientNet-Lite's evaluation pixels: the shortest edge to 256, a 224 centre crop
-    (bicubic), and ``(pixel - 127) / 128`` per channel."""
+def lite_processor(image_size: int = 224):
+    """EfficientNet-Lite's evaluation pixels: the shortest edge to 256/224 of the crop, a
+    centre crop (bicubic), and ``(pixel - 127) / 128`` per channel."""
     from PIL import Image
     from transformers import BitImageProcessorPil
 
     return BitImageProcessorPil(
-        size={"shortest_edge": 256},
-        crop_size={"height": 224, "width": 224},
+        size={"shortest_edge": round(image_size * 256 / 224)},
+        crop_size={"height": image_size, "width": image_size},
         resample=int(Image.Resampling.BICUBIC),
         image_mean=[127 / 255] * 3,
         image_std=[128 / 255] * 3,

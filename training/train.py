@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ from training.evaluate import (
     fit_temperature,
     write_report,
 )
+from training.mistakes import Predictions
 from training.model import (
     apply_strategy,
     create_model,
@@ -98,7 +100,7 @@ def train(
         with StopRequests() as own:
             return train(config, data, before_save, own)
     accelerator = Accelerator(
-        mixed_precision=_mixed_precision(config.mixed_precision),
+        mixed_precision=mixed_precision(config.mixed_precision),
         gradient_accumulation_steps=config.grad_accum,
         log_with=tracking.tracker(config),
         project_dir=tracking.tracking_dir(config),
@@ -139,12 +141,8 @@ def train(
     model, optimizer, scheduler, val_loader = accelerator.prepare(
         model, optimizer, scheduler, val_loader
     )
-    loss_fn = nn.CrossEntropyLoss(
-        weight=_class_weights(data) if config.class_weighted else None,
-        label_smoothing=config.label_smoothing,
-    )
-    loss_fn = loss_fn.to(accelerator.device)
-    augmenter = _augmenter(config, preprocessing, data, accelerator.process_index)
+    loss_fn = loss_function(config, data).to(accelerator.device)
+    augmenter = make_augmenter(config, preprocessing, data, accelerator.process_index)
     if ema is not None:
         accelerator.register_for_checkpointing(ema)  # resumed with the rest of the state
 
@@ -168,14 +166,14 @@ def train(
             desc="epochs",
             initial=first,
             total=config.epochs,
-            disable=not accelerator.is_main_process,
+            disable=not _bars_on(accelerator),
         ):
             started = time.perf_counter()
             loader = accelerator.prepare_data_loader(
                 make_loader(
                     train_set,
                     config.batch_size,
-                    order=_epoch_order(config.seed, epoch, len(train_set)),
+                    order=epoch_order(config.seed, epoch, len(train_set)),
                     workers=config.workers,
                 )
             )
@@ -190,7 +188,7 @@ def train(
                     loader,
                     desc=f"epoch {epoch + 1}",
                     leave=False,
-                    disable=not accelerator.is_main_process,
+                    disable=not _bars_on(accelerator),
                 ),
                 start=skip,
             ):
@@ -279,6 +277,7 @@ def _finish(
     temperature = fit_temperature(val_logits, val_labels)
     val = evaluate_logits(val_logits, val_labels, data.labels, temperature)
     calibrations = {"validation": calibration(val_logits, val_labels, temperature)}
+    predictions = Predictions.from_logits(data.val, val_logits, temperature)  # for the report
     test = None
     if data.test:
         test_loader = accelerator.prepare_data_loader(
@@ -289,6 +288,7 @@ def _finish(
         test_logits, test_labels = collect_logits(model, test_loader, preprocessing, accelerator)
         test = evaluate_logits(test_logits, test_labels, data.labels, temperature)
         calibrations["test"] = calibration(test_logits, test_labels, temperature)
+        predictions = Predictions.from_logits(data.test, test_logits, temperature)
     metadata = _metadata(config, data, preprocessing, temperature, val, test)
     tag = None
     if accelerator.is_main_process:
@@ -301,7 +301,7 @@ def _finish(
                 **_summary(str(tag), metadata, val, test, data),
                 "calibration": calibrations,
             }
-            write_report(config.run_dir, summary, history, data.labels)
+            write_report(config.run_dir, summary, history, data.labels, predictions)
             (config.run_dir / "config.json").write_text(
                 json.dumps(metadata.training_config, indent=2)
             )
@@ -354,11 +354,17 @@ def _checkpoint_if_due(accelerator, stop: StopRequests, timer: _Every, save) -> 
         raise Interrupted(stop.checkpoint)
 
 
+def _bars_on(accelerator) -> bool:
+    """Progress bars on the main process's terminal; a log gets the plain epoch lines only
+    (a bar's redraws are cursor escapes there)."""
+    return accelerator.is_main_process and sys.stderr.isatty()
+
+
 def _any_process(accelerator, flag: bool) -> bool:
     return bool(accelerator.reduce(torch.tensor(int(flag), device=accelerator.device)).item())
 
 
-def _augmenter(config: TrainConfig, preprocessing, data: DataSplits, process_index: int):
+def make_augmenter(config: TrainConfig, preprocessing, data: DataSplits, process_index: int):
     return BatchAugmenter(
         preprocessing,
         len(data.labels),
@@ -371,7 +377,7 @@ def _augmenter(config: TrainConfig, preprocessing, data: DataSplits, process_ind
     )
 
 
-def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
+def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=generator).tolist()
 
@@ -383,12 +389,19 @@ def _mean_loss(losses: list[torch.Tensor], accelerator) -> float:
     return float(accelerator.reduce(torch.stack(losses).mean(), reduction="mean"))
 
 
+def loss_function(config: TrainConfig, data: DataSplits) -> nn.CrossEntropyLoss:
+    return nn.CrossEntropyLoss(
+        weight=_class_weights(data) if config.class_weighted else None,
+        label_smoothing=config.label_smoothing,
+    )
+
+
 def _class_weights(data: DataSplits) -> torch.Tensor:
     counts = torch.tensor(list(data.label_counts.values()), dtype=torch.float)
     return counts.sum() / (len(counts) * counts.clamp(min=1))
 
 
-def _mixed_precision(choice: str) -> str:
+def mixed_precision(choice: str) -> str:
     if choice != "auto":
         return choice
     if torch.cuda.is_available():

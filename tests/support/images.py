@@ -156,3 +156,22 @@ def rle8_bmp(width: int = 4, height: int = 2) -> bytes:
     info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(rows), 2835, 2835, 256, 0)
     header = struct.pack("<2sIHHI", b"BM", offset + len(rows), 0, 0, offset)
     return header + info + palette + rows
+
+
+# Real photos that installed packages ship, with the ImageNet-1k classes an ImageNet
+# classifier gives them: (file, top-1 class, classes expected among the top 3).
+PHOTOS = (
+    ("matplotlib", "sample_data/grace_hopper.jpg", 400, {400, 667, 652}),  # gown, mortarboard, uniform
+    ("sklearn", "datasets/images/china.jpg", 698, {698}),  # palace
+    ("sklearn", "datasets/images/flower.jpg", 985, {985}),  # daisy
+)
+
+
+def photo_path(package: str, relative: str) -> Path:
+    if package == "matplotlib":
+        import matplotlib
+
+        return Path(matplotlib.get_data_path()) / relative
+    import sklearn
+
+    return Path(sklearn.__file__).parent / relative

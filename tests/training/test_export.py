@@ -71,6 +71,28 @@ def test_onnx_runtime_matches_pytorch_on_the_digits_test_set(make_backbone, tmp_
     assert json.loads(properties["preprocessor_config"])["image_processor_type"]
 
 
+def test_efficientnet_export_runs_in_openvino(make_backbone, tmp_path):
+    """transformers' EfficientNet pools with a window OpenVINO refuses; the stored model
+    exports with an equal global mean, which OpenVINO runs (at fp32) like PyTorch."""
+    import openvino
+
+    config = digits_config(make_backbone("efficientnet", 16), tmp_path / "run", epochs=1)
+    result = train(config)
+    output = tmp_path / "model.onnx"
+    run = visiontune("export", result.tag, "--format", "onnx", "--output", output)
+    assert run.returncode == 0, run.stderr
+
+    predictor, _, _ = load_predictor(str(result.tag))
+    val = ImageSet(load_data(config).val, predictor.preprocessing)
+    uint8 = torch.stack([val[i][0] for i in range(len(val))])
+    compiled = openvino.Core().compile_model(
+        str(output), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    logits = compiled(predictor.preprocessing.normalize(uint8).numpy())[0]
+    expected = predictor.logits(uint8).numpy()
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
+
+
 def test_unknown_tag_is_one_line_exit_2(tmp_path):
     result = visiontune(
         "export", "no-such-model:v1", "--format", "onnx", "--output", tmp_path / "m"

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageClassification
 
+from training.backbones import FAMILIES
 from training.config import TrainConfig
 from training.model import (
     BackboneError,
@@ -17,7 +18,6 @@ from training.model import (
 )
 
 LABELS = ["cat", "dog", "bird"]
-FAMILIES = ["vit", "convnext", "resnet", "swin", "dinov2", "mobilevit"]
 
 
 def head_names(model) -> set[str]:
@@ -149,7 +149,7 @@ def optimised(trainable) -> list[int]:
     return [id(p) for group in trainable.param_groups for p in group["params"]]
 
 
-@pytest.mark.parametrize("family", ["vit", "resnet"])
+@pytest.mark.parametrize("family", ["vit", "resnet", "efficientnet"])
 def test_linear_trains_the_head_only(make_backbone, family):
     model, trainable = strategy(make_backbone, family, strategy="linear")
     assert trainable_names(model) == {
@@ -182,7 +182,7 @@ def test_full_trains_everything(make_backbone):
     assert sorted(optimised(trainable)) == sorted(id(p) for p in model.parameters())
 
 
-@pytest.mark.parametrize("family", ["vit", "convnext", "resnet"])
+@pytest.mark.parametrize("family", ["vit", "convnext", "resnet", "efficientnet"])
 def test_layer_decay_gives_earlier_blocks_smaller_learning_rates(make_backbone, family):
     model, trainable = strategy(make_backbone, family, strategy="full", layer_decay=0.5, lr=1e-2)
     ids = optimised(trainable)
@@ -200,7 +200,7 @@ def test_layer_decay_gives_earlier_blocks_smaller_learning_rates(make_backbone, 
     assert lr_of[id(first_param)] == pytest.approx(1e-2 * 0.5 ** (len(blocks) + 1))
 
 
-@pytest.mark.parametrize("family", ["vit", "resnet"])
+@pytest.mark.parametrize("family", ["vit", "resnet", "efficientnet"])
 def test_lora_trains_adapters_and_head_only(make_backbone, family):
     _, trainable = strategy(make_backbone, family, strategy="lora", lora_rank=2)
     wrapped = trainable.model
