@@ -5,13 +5,17 @@ are packed into requests within the service's limits (images per request, body
 size: ``GET /model`` says them), and a batch the service refuses because of some
 files is sent again without them, so one corrupt file costs only its own answer. A
 request that lost its connection or was answered 503 is sent once more
-(classifying is idempotent). ``visiontune predict`` is built on it.
+(classifying is idempotent). ``connect`` makes a client that sends the bearer
+token of a service with auth on (``api_token`` reads it the ways the service
+does); a 401 stops the command with one line. ``visiontune predict`` is built on it.
 """
 
 from __future__ import annotations
 
 import mimetypes
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +31,59 @@ MAX_RETRY_AFTER_S = 10.0
 # a multipart part's headers and boundary, counted against the body limit with its file
 PART_OVERHEAD_BYTES = 1024
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# the variables the service reads its token from (service.auth), read here the same way
+TOKEN_ENV = "VISIONTUNE_API_TOKEN"
+TOKEN_FILE_ENV = "VISIONTUNE_API_TOKEN_FILE"
 
 
 class ClientError(CommandError):
     """A problem that stops the whole command (one line, no traceback)."""
+
+
+def api_token(
+    token: str | None = None,
+    token_file: str | Path | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> str | None:
+    """The bearer token to send: ``token``, else ``token_file``'s content, else
+    ``$VISIONTUNE_API_TOKEN``, else ``$VISIONTUNE_API_TOKEN_FILE``'s; None: send none."""
+    if token is not None and token_file is not None:
+        raise ClientError("give --token or --token-file, not both")
+    if token is None and token_file is None:
+        token, token_file = env.get(TOKEN_ENV) or None, env.get(TOKEN_FILE_ENV) or None
+    if token is not None:
+        return _nonempty(token.strip(), "--token / " + TOKEN_ENV)
+    if token_file is None:
+        return None
+    try:
+        text = Path(token_file).read_text()
+    except OSError as err:
+        raise ClientError(f"token file {token_file}: {err.strerror}") from None
+    return _nonempty(text.strip(), f"token file {token_file}")
+
+
+def _nonempty(token: str, where: str) -> str:
+    if not token:
+        raise ClientError(f"{where} is empty: it must hold the service's API token")
+    return token
+
+
+def connect(url: str, token: str | None = None, timeout: float = 60.0) -> httpx.Client:
+    """An HTTP client for the service at ``url`` that sends ``Authorization: Bearer token``."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url, timeout=timeout, headers=headers)
+
+
+def check_authorized(response: httpx.Response) -> None:
+    """A 401 stops the command: no file can be classified without the right token."""
+    if response.status_code != 401:
+        return
+    sent = "authorization" in response.request.headers
+    raise ClientError(
+        f"the service at {response.request.url.copy_with(path='/')} refused "
+        f"{'the token' if sent else 'the request: it needs a bearer token'} (HTTP 401); "
+        f"give it with --token, --token-file, {TOKEN_ENV} or {TOKEN_FILE_ENV}"
+    )
 
 
 def wait_until_ready(
@@ -93,11 +146,17 @@ class RequestLimits:
 
 def request_limits(client: httpx.Client) -> RequestLimits:
     """The limits in ``GET /model``'s ``serving`` section; the defaults where it has none."""
+    serving = {}
     try:
         response = client.get("/model")
-        serving = response.json().get("serving", {}) if response.status_code == 200 else {}
-    except (httpx.HTTPError, ValueError, AttributeError):
-        serving = {}
+    except httpx.HTTPError:
+        response = None
+    if response is not None:
+        check_authorized(response)
+        try:
+            serving = response.json().get("serving", {}) if response.status_code == 200 else {}
+        except (ValueError, AttributeError):
+            serving = {}
     defaults = RequestLimits()
     return RequestLimits(
         max_images=int(serving.get("max_images", defaults.max_images)),
@@ -142,6 +201,7 @@ def classify(client: httpx.Client, files: list[Path], top_k: int) -> list[dict]:
         if not pending:
             break
         response = _post(client, parts, top_k)
+        check_authorized(response)
         if response.status_code == 200:
             for path, prediction in zip(pending, response.json(), strict=True):
                 answers[path] = {"path": str(path), **prediction}

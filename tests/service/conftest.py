@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.builders import digits_classifier_config
-from tests.support.servers import LIMITS, serving
+from tests.support.servers import API_TOKEN, LIMITS, serving
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +32,6 @@ def server(digits_model, tmp_path_factory):
     env = {"VISIONTUNE_MODEL": digits_model, **LIMITS}
     with serving(tmp_path_factory.mktemp("home"), env) as running:
         yield running
-
-
-API_TOKEN = "test-token-0123456789"
 
 
 @pytest.fixture(scope="session")

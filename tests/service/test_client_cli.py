@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+from tests.support.servers import API_TOKEN
 from visiontune.cli import main
 
 
@@ -54,3 +55,43 @@ def test_predict_packs_a_folder_into_requests_within_the_service_limit(
     answers = json.loads(capsys.readouterr().out)
     assert len(answers) == 20 and all("error" not in a for a in answers)
     assert server.client.get("/model").json()["serving"]["max_images"] == 8
+
+
+def test_predict_sends_the_token_of_a_flag_a_file_or_the_environment(
+    guarded_server, digit_files, tmp_path, monkeypatch, capsys
+):
+    image = str(digit_files["3"][0])
+    token_file = tmp_path / "token"
+    token_file.write_text(API_TOKEN + "\n")
+    url = ("--url", guarded_server.url)
+    assert run(image, *url, "--token", API_TOKEN) == 0
+    assert run(image, *url, "--token-file", str(token_file)) == 0
+    monkeypatch.setenv("VISIONTUNE_API_TOKEN_FILE", str(token_file))
+    capsys.readouterr()
+    assert run(image, *url, "--json") == 0
+    [answer] = json.loads(capsys.readouterr().out)
+    assert answer["path"] == image and "error" not in answer
+    monkeypatch.delenv("VISIONTUNE_API_TOKEN_FILE")
+    monkeypatch.setenv("VISIONTUNE_API_TOKEN", API_TOKEN)
+    assert run(image, *url) == 0
+
+
+def test_predict_without_the_token_stops_with_one_line(guarded_server, digit_files, capsys):
+    image = str(digit_files["3"][0])
+    capsys.readouterr()
+    assert run(image, "--url", guarded_server.url) == 2
+    missing = capsys.readouterr().err.strip().splitlines()
+    assert len(missing) == 1 and "needs a bearer token (HTTP 401)" in missing[0]
+    assert "--token" in missing[0]
+    assert run(image, "--url", guarded_server.url, "--token", "wrong") == 2
+    wrong = capsys.readouterr().err.strip().splitlines()
+    assert len(wrong) == 1 and "refused the token (HTTP 401)" in wrong[0]
+
+
+def test_the_python_client_sends_the_token(guarded_server, digit_files):
+    from visiontune.client import classify, connect, request_limits
+
+    with connect(guarded_server.url, API_TOKEN) as client:
+        assert request_limits(client).max_images == 64  # /model answered: the service's own
+        [answer] = classify(client, [digit_files["8"][0]], top_k=2)
+    assert "error" not in answer and len(answer["top_k"]) == 2

@@ -31,6 +31,8 @@ SERVICE = "service:ImageClassifier"
 WORKER_MODULE = "_bentoml_impl.worker.service"
 STARTED = re.compile(r"\[entry_service:ImageClassifier:(\d+)\] Service ImageClassifier initialized")
 
+# the bearer token of the servers started with auth on
+API_TOKEN = "test-token-0123456789"
 # small limits, so the bad-input tests stay cheap
 LIMITS = {
     "VISIONTUNE_MAX_IMAGES": "8",

@@ -238,3 +238,26 @@ def test_request_limits_come_from_the_model_description():
     silent = httpx.MockTransport(lambda request: httpx.Response(404))
     with httpx.Client(transport=silent, base_url="http://fake") as c:
         assert client.request_limits(c) == client.RequestLimits()
+
+
+def test_api_token_from_a_flag_a_file_or_the_environment(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("  from-file\n")
+    env = {"VISIONTUNE_API_TOKEN": "from-env", "VISIONTUNE_API_TOKEN_FILE": str(token_file)}
+    assert client.api_token("given", env=env) == "given"  # a flag wins over the environment
+    assert client.api_token(token_file=token_file, env={}) == "from-file"
+    assert client.api_token(env=env) == "from-env"  # as the service: the token before its file
+    assert client.api_token(env={"VISIONTUNE_API_TOKEN_FILE": str(token_file)}) == "from-file"
+    assert client.api_token(env={}) is None
+
+
+def test_api_token_refuses_what_cannot_be_sent(tmp_path):
+    with pytest.raises(client.ClientError, match="not both"):
+        client.api_token("a", "b", env={})
+    with pytest.raises(client.ClientError, match="--token / VISIONTUNE_API_TOKEN is empty"):
+        client.api_token("  ", env={})
+    with pytest.raises(client.ClientError, match="missing: No such file"):
+        client.api_token(token_file=tmp_path / "missing", env={})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(client.ClientError, match="empty is empty"):
+        client.api_token(env={"VISIONTUNE_API_TOKEN_FILE": str(tmp_path / "empty")})

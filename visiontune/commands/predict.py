@@ -2,7 +2,9 @@
 
 Folders are searched for images; files are packed into requests up to the
 service's limits (``GET /model``), several requests at a time. Output is a table or JSON; exit 0 when every file was classified, 1 when
-some failed, 2 when nothing ran.
+some failed, 2 when nothing ran. A service with auth on gets the bearer token of
+``--token``, ``--token-file``, ``VISIONTUNE_API_TOKEN`` or ``VISIONTUNE_API_TOKEN_FILE``
+(the variables the service itself reads).
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
-
 from visiontune.client import (
     DEFAULT_URL,
+    TOKEN_ENV,
+    TOKEN_FILE_ENV,
     ClientError,
+    api_token,
     check_ready,
     classify,
     collect_images,
+    connect,
     pack,
     request_limits,
 )
@@ -50,14 +54,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=60.0, help="seconds per request (default 60)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--token",
+        help=f"bearer token of a service with auth on (default: ${TOKEN_ENV}; prefer "
+        "--token-file: a flag's value shows in the process list)",
+    )
+    parser.add_argument(
+        "--token-file",
+        help=f"file holding the bearer token, e.g. a mounted Secret (default: ${TOKEN_FILE_ENV})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     for name in ("top_k", "batch_size", "concurrency"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ClientError(f"--{name.replace('_', '-')} must be at least 1")
+    token = api_token(args.token, args.token_file)
     files = collect_images(args.paths)
-    with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
+    with connect(args.url, token, args.timeout) as client:
         check_ready(client, args.url)
         limits = request_limits(client)
         per_request = args.batch_size or limits.files_per_request(args.concurrency)
