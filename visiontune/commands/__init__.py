@@ -9,7 +9,8 @@ from visiontune.commands import (
     promote,
     retrain,
     rollback,
+    score,
     train,
 )
 
-COMMANDS = (train, evaluate, models, predict, export, retrain, promote, rollback, deploy)
+COMMANDS = (train, evaluate, models, predict, score, export, retrain, promote, rollback, deploy)
