@@ -21,9 +21,20 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 from contract.images import Preprocessing
 from contract.predictor import Predictor
 from contract.savedmodel import Metrics
+from training.mistakes import (
+    Mistake,
+    Predictions,
+    mistake_record,
+    most_confused,
+    plot_mistakes,
+    worst_mistakes,
+)
 from training.plotfonts import families_for
 
 log = logging.getLogger(__name__)
+
+MISTAKES_PLOT = "worst_mistakes.png"
+MOST_CONFUSED_ROWS = 20  # pairs listed in report.md; report.json has them all
 
 
 @dataclass
@@ -104,12 +115,22 @@ def calibration(logits: torch.Tensor, labels: torch.Tensor, temperature: float) 
     return {"before": scores(1.0), "after": scores(temperature)}
 
 
-def write_report(run_dir: Path, summary: dict, history: list[dict], labels: list[str]) -> None:
-    """report.json, report.md and PNG plots (confusion matrix, learning curves) in ``run_dir``."""
+def write_report(
+    run_dir: Path,
+    summary: dict,
+    history: list[dict],
+    labels: list[str],
+    predictions: Predictions | None = None,
+) -> None:
+    """report.json, report.md and PNG plots in ``run_dir``: the confusion matrix, the learning
+    curves, and the worst mistakes of ``predictions`` (the report's split: test, else
+    validation). The split's most confused pairs and worst mistakes join its report.json entry."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    split = "test" if summary.get("test") else "validation"
+    mistakes = worst_mistakes(predictions) if predictions is not None else []
+    summary = {**summary, split: _with_mistakes(summary[split], labels, mistakes)}
     (run_dir / "report.json").write_text(json.dumps({**summary, "history": history}, indent=2))
     (run_dir / "report.md").write_text(_markdown(summary, history))
-    split = "test" if summary.get("test") else "validation"
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,6 +140,17 @@ def write_report(run_dir: Path, summary: dict, history: list[dict], labels: list
         )
         if history:
             _plot_history(run_dir / "learning_curves.png", history)
+        if mistakes:
+            plot_mistakes(run_dir / MISTAKES_PLOT, mistakes, labels)
+
+
+def _with_mistakes(found: dict, labels: list[str], mistakes: list[Mistake]) -> dict:
+    confused = most_confused(found["confusion_matrix"], labels)
+    return {
+        **found,
+        "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in confused],
+        "worst_mistakes": [mistake_record(m, labels) for m in mistakes],
+    }
 
 
 def _plot_style(labels: list[str]) -> dict:
@@ -170,6 +202,7 @@ def _markdown(summary: dict, history: list[dict]) -> str:
             f"| {_cell(label)} | {m['per_class_precision'][label]:.3f} "
             f"| {m['per_class_recall'][label]:.3f} | {f1:.3f} |"
         )
+    lines += _mistake_lines(split, m)
     if history:
         lines += [
             "",
@@ -187,6 +220,39 @@ def _markdown(summary: dict, history: list[dict]) -> str:
     if history:
         lines.append("![learning curves](learning_curves.png)")
     return "\n".join(lines) + "\n"
+
+
+def _mistake_lines(split: str, found: dict) -> list[str]:
+    """The most confused pairs and the worst mistakes (with their grid) of the report's split."""
+    confused = found["most_confused"]
+    lines = ["", f"## Most confused ({split})", ""]
+    if not confused:
+        lines.append("No image was mistaken for another class.")
+    else:
+        lines += ["| true | predicted | images |", "| --- | --- | --- |"]
+        for pair in confused[:MOST_CONFUSED_ROWS]:
+            lines.append(
+                f"| {_cell(pair['true'])} | {_cell(pair['predicted'])} | {pair['count']} |"
+            )
+        if len(confused) > MOST_CONFUSED_ROWS:
+            lines += ["", f"{len(confused) - MOST_CONFUSED_ROWS} more pairs in report.json."]
+    mistakes = found["worst_mistakes"]
+    if mistakes:
+        lines += [
+            "",
+            f"## Worst mistakes ({split}, highest loss first)",
+            "",
+            f"![worst mistakes]({MISTAKES_PLOT})",
+            "",
+            "| image | true | predicted | score | loss |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for mistake in mistakes:
+            lines.append(
+                f"| {_cell(mistake['image'])} | {_cell(mistake['true'])} "
+                f"| {_cell(mistake['predicted'])} | {mistake['score']:.3f} | {mistake['loss']:.3f} |"
+            )
+    return lines
 
 
 def _calibration_lines(summary: dict) -> list[str]:
@@ -267,11 +333,13 @@ def evaluate_stored(tag: str, data_flags: dict, output_dir: Path | None = None) 
     predictor, metadata, resolved = load_predictor(tag)
     config = TrainConfig.model_validate({**data_flags, "backbone": metadata.backbone})
     examples = load_labelled(config, metadata.labels)
-    evaluation = evaluate_predictor(predictor, examples, metadata.labels, config.batch_size)
+    logits, ids = _predictor_logits(predictor, examples, config.batch_size)
+    evaluation = evaluate_logits(logits, ids, metadata.labels, predictor.temperature)
     if output_dir is not None:
         summary = {"tag": str(resolved), "data": config.data, "test": evaluation.as_dict()}
         summary["validation"] = summary["test"]
-        write_report(Path(output_dir), summary, [], metadata.labels)
+        predictions = Predictions.from_logits(examples, logits, predictor.temperature)
+        write_report(Path(output_dir), summary, [], metadata.labels, predictions)
     return evaluation
 
 
@@ -279,10 +347,16 @@ def evaluate_predictor(
     predictor: Predictor, examples: list, labels: list[str], batch_size: int
 ) -> Evaluation:
     """A calibrated predictor's quality on labelled examples (ids in ``labels``' order)."""
+    logits, ids = _predictor_logits(predictor, examples, batch_size)
+    return evaluate_logits(logits, ids, labels, predictor.temperature)
+
+
+def _predictor_logits(
+    predictor: Predictor, examples: list, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw logits and label ids of ``examples``, in their order."""
     from training.data import ImageSet, make_loader
 
     loader = make_loader(ImageSet(examples, predictor.preprocessing), batch_size)
     batches = [(predictor.logits(images), ids) for images, ids in loader]
-    logits = torch.cat([b[0] for b in batches])
-    ids = torch.cat([b[1] for b in batches])
-    return evaluate_logits(logits, ids, labels, predictor.temperature)
+    return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])

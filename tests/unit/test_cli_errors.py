@@ -41,6 +41,13 @@ from tests.support.images import add_bad_files, write_classes
             ),
             ["--lora-rank", "--strategy lora"],
         ),
+        (("lr-find", "--data", "digits", "--backbone", "b", "--steps", "5"), ["--steps", "20"]),
+        (
+            ("lr-find", "--data", "digits", "--backbone", "b", "--end-lr", "1e-8"),
+            ["--end-lr must be above --start-lr"],
+        ),
+        (("lr-find", "--data", "digits", "--backbone", "b", "--epochs", "3"), ["--epochs"]),
+        (("lr-find", "--data", "digits"), ["--backbone", "required"]),
         (("evaluate", "--data", "digits"), ["tag"]),
         (("evaluate", "m:1"), ["--data"]),
         (("models", "a", "b"), ["b"]),

@@ -4,6 +4,7 @@ from visiontune.commands import (
     deploy,
     evaluate,
     export,
+    lr_find,
     models,
     predict,
     promote,
@@ -13,4 +14,16 @@ from visiontune.commands import (
     train,
 )
 
-COMMANDS = (train, evaluate, models, predict, score, export, retrain, promote, rollback, deploy)
+COMMANDS = (
+    train,
+    evaluate,
+    models,
+    predict,
+    score,
+    export,
+    retrain,
+    promote,
+    rollback,
+    deploy,
+    lr_find,
+)
