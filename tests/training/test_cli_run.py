@@ -107,9 +107,25 @@ def test_run_dir_has_the_report(run):
     assert run.tag in markdown and "| test |" in markdown
     for plot in ("confusion_matrix.png", "learning_curves.png"):
         assert (run.run_dir / plot).read_bytes().startswith(b"\x89PNG")
+    assert_mistakes_reported(report["test"], run.run_dir, run.data)
     config = json.loads((run.run_dir / "config.json").read_text())
     assert config["strategy"] == "full"
     assert config["epochs"] == 3
+
+
+def assert_mistakes_reported(split: dict, report_dir: Path, data: Path) -> None:
+    """The most confused pairs add up to the confusion matrix's errors; each worst mistake is
+    a wrongly predicted file of ``data``, and the grid is drawn when there is one."""
+    confusion = split["confusion_matrix"]
+    wrong = sum(n for t, row in enumerate(confusion) for p, n in enumerate(row) if t != p)
+    assert sum(pair["count"] for pair in split["most_confused"]) == wrong
+    assert len(split["worst_mistakes"]) == min(16, wrong)
+    for mistake in split["worst_mistakes"]:
+        image = Path(mistake["image"])
+        assert image.parent.parent == data and image.parent.name == mistake["true"]
+        assert mistake["predicted"] != mistake["true"]
+    assert (report_dir / "worst_mistakes.png").exists() == bool(wrong)
+    assert "## Most confused" in (report_dir / "report.md").read_text()
 
 
 def test_stored_model_carries_the_contract(run):
@@ -159,6 +175,7 @@ def test_evaluate_writes_a_report(run, tmp_path):
     assert sum(map(sum, report["test"]["confusion_matrix"])) == 75
     assert (tmp_path / "eval" / "report.md").exists()
     assert (tmp_path / "eval" / "confusion_matrix.png").read_bytes().startswith(b"\x89PNG")
+    assert_mistakes_reported(report["test"], tmp_path / "eval", run.data)
 
 
 def test_evaluate_on_labels_the_model_does_not_know(run, tmp_path):
