@@ -1,4 +1,4 @@
-# visiontune: `make demo` runs the main job on the embedded digits data,
+# visiontune: `make demo` runs the main job on the embedded Fashion-MNIST data,
 # `make test` runs the test suite, `make bench` the benchmarks. Each one
 # creates .venv and installs what it needs on a fresh machine.
 
@@ -12,7 +12,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := true
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo demo-digits test bench lint clean fashion-mnist
 
 $(BIN)/.installed: pyproject.toml
 	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (see README)"; exit 1; }
@@ -24,10 +24,13 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-demo: $(BIN)/.installed
+demo: $(BIN)/.installed fashion-mnist
 	$(BIN)/python -m visiontune.demo
 
-test: $(BIN)/.installed tools podman prometheus fonts
+demo-digits: $(BIN)/.installed
+	$(BIN)/python -m visiontune.demo --digits
+
+test: $(BIN)/.installed tools podman prometheus fonts fashion-mnist
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -66,6 +69,10 @@ podman:
 # e2e test's pod exports; promtool checks the rules.
 prometheus:
 	deploy/local/install-debian-packages.sh prometheus
+
+# Fashion-MNIST (`--data fashion-mnist`, the demo): Debian's package of the idx files.
+fashion-mnist:
+	deploy/local/install-debian-packages.sh dataset-fashion-mnist
 
 # Fonts for labels in any script (CJK, Arabic, Devanagari, emoji) on the training
 # report's plots; without them those characters are drawn as boxes.

@@ -235,6 +235,18 @@ def count_smaller(sources: Iterable[Any], height: int, width: int) -> tuple[int,
     return smaller, seen
 
 
+def largest_side(sources: Iterable[Any]) -> int | None:
+    """The longest side among up to SIZE_SAMPLE images whose size is known without decoding."""
+    sides = []
+    for source in sources:
+        if len(sides) == SIZE_SAMPLE:
+            break
+        size = _size(source)
+        if size is not None:
+            sides.append(max(size))
+    return max(sides, default=None)
+
+
 def _size(source: Any) -> tuple[int, int] | None:
     if isinstance(source, Image.Image):
         return source.size

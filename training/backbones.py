@@ -171,3 +171,18 @@ def family_processor(family: str, image_size: int):
     if family == "swin":
         return ViTImageProcessorPil(size=square, resample=bicubic, **imagenet)
     return ViTImageProcessorPil(size=square, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+
+def save_random_copy(backbone: str | Path, path: str | Path, seed: int = 0) -> Path:
+    """The architecture and image processor of a backbone folder, with random weights:
+    what training "from scratch" starts from, to set beside fine-tuning it."""
+    import torch
+    from transformers import AutoConfig, AutoImageProcessor
+
+    torch.manual_seed(seed)
+    config = AutoConfig.from_pretrained(str(backbone))
+    model = AutoModelForImageClassification.from_config(config)
+    path = Path(path)
+    model.save_pretrained(path)
+    AutoImageProcessor.from_pretrained(str(backbone)).save_pretrained(path)
+    return path

@@ -37,7 +37,7 @@ class TrainConfig(BaseModel):
     )
     name: str = Field(DEFAULT_MODEL_NAME, description="Model name in the BentoML model store.")
     strategy: Strategy = Field(
-        "linear",
+        "full",
         description="linear: train the head only; partial: the last N blocks + head; "
         "full: everything; lora: low-rank adapters (merged into the weights at save) + head.",
     )
@@ -123,14 +123,18 @@ class TrainConfig(BaseModel):
     test_fraction: float = Field(
         0.15, ge=0, lt=1, description="Share held out for testing when no split is given (0: none)."
     )
-    epochs: int = Field(10, ge=1, description="Maximum number of epochs.")
+    epochs: int = Field(
+        20,
+        ge=1,
+        description="Maximum number of epochs (the learning rate follows a cosine over them).",
+    )
     batch_size: int = Field(32, ge=1, description="Images per step per device.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps for linear warm-up.")
     patience: int = Field(
-        3, ge=1, description="Stop after this many epochs without a better validation metric."
+        5, ge=1, description="Stop after this many epochs without a better validation metric."
     )
     metric: Literal["macro_f1", "accuracy"] = Field(
         "macro_f1",

@@ -9,6 +9,7 @@ its pooled features. :func:`apply_strategy` then decides what trains.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from transformers.utils import logging as hf_logging
 
 from contract.images import Preprocessing
 from contract.portable import make_portable
+from training.augment import largest_side
 from training.config import TrainConfig
 from training.pretrained import SourceError
 from training.pretrained import resolve as resolve_source
@@ -226,7 +228,7 @@ def _lora_targets(model: nn.Module) -> list[str]:
     return [names[id(m)] for m in chosen]
 
 
-def _preprocessing(backbone: str, model: nn.Module, image_size: int | None) -> Preprocessing:
+def _preprocessing(backbone: str, model: nn.Module | None, image_size: int | None) -> Preprocessing:
     """The backbone processor's policy (at ``image_size`` when given); without a saved
     processor, a ViT-style squash to the model's configured size (else 224)."""
     try:
@@ -235,9 +237,29 @@ def _preprocessing(backbone: str, model: nn.Module, image_size: int | None) -> P
         processor = None
     size = (image_size, image_size) if image_size else None
     if processor is None:
-        side = size or _model_size(model) or (224, 224)
+        side = size or (model is not None and _model_size(model)) or (224, 224)
         return Preprocessing(side[0], side[1], (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     return Preprocessing.from_processor(processor, image_size=size)
+
+
+SMALL_IMAGE_SCALE = 2  # small images train at twice their size (BENCHMARKS.md, input size)
+
+
+def input_size_for(backbone: str, sources: list) -> int | None:
+    """The input size for training images much smaller than a convolutional backbone's
+    input: twice their longest side, rounded up to a multiple of 32 (Fashion-MNIST's 28 px
+    train at 64 instead of 224, 12 times less compute for the same information). ``None``
+    keeps the backbone processor's own size: for backbones with a fixed input (position
+    embeddings), and where that size is no larger than the input."""
+    source, config = load_backbone_config(backbone)
+    if hasattr(config, "patch_size"):
+        return None
+    side = largest_side(sources)
+    if side is None:
+        return None
+    own = _preprocessing(source, None, None)
+    size = max(32, math.ceil(SMALL_IMAGE_SCALE * side / 32) * 32)
+    return size if size < min(own.height, own.width) else None
 
 
 def _model_size(model: nn.Module) -> tuple[int, int] | None:

@@ -59,6 +59,7 @@ from training.mistakes import Predictions
 from training.model import (
     apply_strategy,
     create_model,
+    input_size_for,
     load_backbone_config,
     merge_adapters,
     train_mode,
@@ -112,6 +113,14 @@ def train(
     load_backbone_config(config.backbone)  # fail on a bad --backbone before decoding the data
 
     data = data or load_data(config)
+    if config.image_size is None and (
+        size := input_size_for(config.backbone, [s for s, _ in data.train])
+    ):
+        accelerator.print(
+            f"small training images: training at {size} px, about twice their size "
+            f"(the backbone's own input is larger; --image-size chooses)"
+        )
+        config = config.model_copy(update={"image_size": size})
     model, preprocessing = create_model(config.backbone, data.labels, config.image_size)
     trainable = apply_strategy(model, config)
     model = trainable.model

@@ -35,7 +35,7 @@ def test_tensorboard_gets_every_epoch(make_backbone, train_digits):
     assert [event.value for event in logged] == pytest.approx(expected)
     (hparams_file,) = runs[0].rglob("hparams.yml")  # Accelerate's copy of the hyperparameters
     hparams = hparams_file.read_text()
-    assert "strategy: linear" in hparams and "report_to: tensorboard" in hparams
+    assert "strategy: full" in hparams and "report_to: tensorboard" in hparams
 
 
 def test_tracking_is_off_by_default(make_backbone, train_digits):

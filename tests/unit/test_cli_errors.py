@@ -91,7 +91,7 @@ def test_help_lists_the_config_flags():
     assert result.returncode == 0
     for flag in ("--strategy", "--layer-decay", "--per-class", "--strict", "--resume"):
         assert flag in result.stdout
-    assert "(default: linear)" in result.stdout
+    assert "(default: full)" in result.stdout
 
 
 def test_strict_names_the_bad_file(tmp_path, make_backbone):

@@ -61,8 +61,11 @@ def test_defaults_resolve_per_strategy():
 @pytest.mark.parametrize(
     ("flags", "fragments"),
     [
-        ({"mixup": 0.2}, ["--mixup", "--strategy linear", "--strategy partial, full or lora"]),
-        ({"cutmix": 1.0}, ["--cutmix", "--strategy linear", "drop --cutmix"]),
+        (
+            {"mixup": 0.2, "strategy": "linear"},
+            ["--mixup", "--strategy linear", "--strategy partial, full or lora"],
+        ),
+        ({"cutmix": 1.0, "strategy": "linear"}, ["--cutmix", "--strategy linear", "drop --cutmix"]),
         (
             {"mixup": 0.2, "strategy": "full", "batch_size": 1},
             ["--mixup", "--batch-size 1", "--batch-size 2 or more"],

@@ -1,4 +1,4 @@
-"""`make demo`: transfer learning, honestly, offline, on 2 CPU cores in a few minutes.
+"""`make demo-digits`: transfer learning between two halves of scikit-learn's digits.
 
 1. A small ViT in Hugging Face format is pretrained on a source task (digits 0-4)
    and saved as a local backbone folder (cached for the next run).
@@ -14,23 +14,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import bentoml
-import httpx
 
 from training.backbones import save_random_backbone
 from training.config import TrainConfig
 from training.data import load_data
 from training.train import train
-from visiontune.client import wait_until_ready
+from visiontune.demo.serving import REPO, serve_and_classify
 from visiontune.lifecycle.registry import promote
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCE = [str(d) for d in range(5)]
 TARGET = [str(d) for d in range(5, 10)]
 IMAGE_SIZE = 16
@@ -88,60 +83,6 @@ def target_config(
     )
 
 
-def serve_and_classify(tag: bentoml.Tag, config: TrainConfig, folder: Path, count: int = 8) -> None:
-    """Serve the stored model with BentoML and classify held-out images over HTTP; the
-    images stay in ``folder`` (``LABEL/digit-N.png``) for the README's next commands."""
-    held_out = load_data(config).test[:count]
-    files = []
-    for i, (image, truth) in enumerate(held_out):
-        path = folder / config.classes[truth] / f"digit-{i}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path, format="PNG")
-        files.append(("images", (path.name, path.read_bytes(), "image/png")))
-    port = _free_port()
-    env = {**os.environ, "VISIONTUNE_MODEL": str(tag)}
-    command = [
-        "bentoml",
-        "serve",
-        "service:ImageClassifier",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    print(f"[3/3] serving {tag}: {' '.join(command)}")
-    bin_dir = Path(sys.executable).parent
-    server = subprocess.Popen(
-        [str(bin_dir / command[0]), *command[1:]],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, server=server)
-        response = httpx.post(f"{url}/classify", files=files, timeout=60)
-        response.raise_for_status()
-        predictions = response.json()
-        print(f"      POST {url}/classify with {len(files)} held-out images:")
-        correct = 0
-        for (_, truth), prediction in zip(held_out, predictions, strict=True):
-            label, score = prediction["label"], prediction["score"]
-            correct += label == config.classes[truth]
-            print(f"      true {config.classes[truth]}  predicted {label}  score {score:.3f}")
-        print(f"      {correct}/{len(held_out)} right over HTTP")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> int:
     work = REPO / "runs" / "demo"
     random_init = Path(tempfile.mkdtemp(prefix="visiontune-demo-")) / "random-vit"
@@ -171,9 +112,8 @@ def main() -> int:
         f"      promoted {tuned.tag} to production: `bentoml serve service:ImageClassifier` serves it"
     )
 
-    serve_and_classify(tuned.tag, target_config(backbone, "-", 5e-4, work), work / "held-out")
+    config = target_config(backbone, "-", 5e-4, work)
+    held_out = [(image, config.classes[truth]) for image, truth in load_data(config).test[:8]]
+    print("[3/3] serving the fine-tuned model")
+    serve_and_classify(tuned.tag, held_out, work / "held-out")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
