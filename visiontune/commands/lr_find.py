@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig.model_validate(config_values(args, TrainConfig))
     sweep = RangeTestConfig.model_validate(config_values(args, RangeTestConfig))
     quiet_transformers()
+    from accelerate import PartialState
+
     from training.lr_find import (
         RangeTestError,
         check_output_dir,
@@ -52,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_dir(config.run_dir)
     result = range_test(config, sweep)
+    if not PartialState().is_main_process:  # under `accelerate launch`, one process reports
+        return 0
     try:
         suggestion = suggest(result)
     except RangeTestError as err:
