@@ -124,7 +124,7 @@ def save_random_backbone(
     torch.manual_seed(seed)
     config = create_config(family, image_size, preset)
     config.num_labels = num_labels
-    model = AutoModelForImageClassification.from_config(config)
+    model = reset_norms(AutoModelForImageClassification.from_config(config))
     path = Path(path)
     model.save_pretrained(path)
     family_processor(family, image_size).save_pretrained(path)
@@ -181,8 +181,25 @@ def save_random_copy(backbone: str | Path, path: str | Path, seed: int = 0) -> P
 
     torch.manual_seed(seed)
     config = AutoConfig.from_pretrained(str(backbone))
-    model = AutoModelForImageClassification.from_config(config)
+    model = reset_norms(AutoModelForImageClassification.from_config(config))
     path = Path(path)
     model.save_pretrained(path)
     AutoImageProcessor.from_pretrained(str(backbone)).save_pretrained(path)
     return path
+
+
+def reset_norms(model):
+    """Normalisation layers at their usual start (scale 1, shift 0).
+
+    transformers initialises EfficientNet's batch-norm scales like weights, N(0, 0.02),
+    which scales every activation towards zero: such a network from random weights
+    outputs zeros and never learns. Other families already start their norms at 1 and 0,
+    so this changes nothing for them.
+    """
+    from torch import nn
+
+    norms = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+    for module in model.modules():
+        if isinstance(module, norms) and module.weight is not None:
+            module.reset_parameters()
+    return model

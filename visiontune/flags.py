@@ -88,6 +88,8 @@ def _is_list(annotation) -> bool:
 
 def quiet_transformers() -> None:
     """transformers' own bars (loading/writing weights) are noise on stderr, not progress."""
+    from huggingface_hub.utils import disable_progress_bars
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    disable_progress_bars()  # "Writing model shards" comes from huggingface_hub's bars

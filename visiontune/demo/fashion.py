@@ -25,11 +25,11 @@ from training.data import load_data, load_image
 from training.pretrained import resolve
 from training.train import TrainResult, train
 from visiontune.demo.serving import REPO, serve_and_classify
+from visiontune.flags import quiet_transformers
 from visiontune.lifecycle.registry import promote
 
 BACKBONE = "efficientnet-lite0"
 PER_CLASS = 20
-IMAGE_SIZE = 64
 HELD_OUT_SHOWN = 8
 
 
@@ -42,7 +42,6 @@ def demo_config(backbone: str, name: str, output_dir: Path) -> TrainConfig:
         strategy="full",
         per_class=PER_CLASS,
         eval_per_class=50,
-        image_size=IMAGE_SIZE,
         epochs=20,
         patience=6,
         batch_size=32,
@@ -77,6 +76,7 @@ def report(tuned: TrainResult, scratch: TrainResult) -> None:
 
 
 def main() -> int:
+    quiet_transformers()
     work = REPO / "runs" / "demo"
     started = time.perf_counter()
     print(f"[1/3] importing {BACKBONE} (ImageNet-1k weights, offline)", flush=True)
@@ -85,8 +85,8 @@ def main() -> int:
     scratch_init = save_random_copy(pretrained, Path(tempfile.mkdtemp()) / "random-init")
 
     print(
-        f"[2/3] Fashion-MNIST, {PER_CLASS} training photos per class at {IMAGE_SIZE} px: "
-        "fine-tuning, then the same from random weights",
+        f"[2/3] Fashion-MNIST, {PER_CLASS} training photos per class: fine-tuning, "
+        "then the same network from random weights",
         flush=True,
     )
     tuned = train(demo_config(BACKBONE, "visiontune-classifier", work / "fine-tuned"))
