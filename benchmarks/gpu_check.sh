@@ -3,6 +3,7 @@
 #   1. the GPU tests (nvJPEG decoding, which skip on CPU);
 #   2. the serving benchmark: ViT-B/16 at 224 in bf16 and DeiT-tiny in bf16, at
 #      concurrency 1-256, CPU decoding and nvJPEG decoding (VISIONTUNE_GPU_DECODE);
+#      EfficientNet-Lite0 (ImageNet weights, a real CNN) in bf16 with CPU decoding;
 #   3. BENCHMARKS.md rebuilt with the GPU sections.
 # Needs a venv with torch's CUDA build and the matching torchvision (for nvJPEG):
 #   make install && .venv/bin/pip install -e '.[bench]' 'torchvision==0.28.0'
@@ -26,4 +27,5 @@ run --preset vit-base --dtype bf16
 run --preset vit-base --dtype bf16 --gpu-decode
 run --preset deit-tiny --dtype bf16
 run --preset deit-tiny --dtype bf16 --gpu-decode
+run --preset efficientnet-lite0 --dtype bf16
 "$PY" -m benchmarks.report

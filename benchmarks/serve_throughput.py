@@ -126,7 +126,8 @@ def make_images(count: int = N_IMAGES, size: tuple[int, int] = IMAGE_SIZE) -> li
 
 
 def store_model(preset: str, work: Path) -> tuple[str, Path]:
-    """A random ViT saved into the (benchmark's own) model store: (tag, folder)."""
+    """A random ViT, or EfficientNet-Lite0 with its ImageNet weights and a new head, saved
+    into the (benchmark's own) model store at 224 px: (tag, folder)."""
     import bentoml
 
     from contract.savedmodel import Metrics, ModelMetadata
@@ -134,12 +135,16 @@ def store_model(preset: str, work: Path) -> tuple[str, Path]:
     from training.model import create_model
     from training.store import save_model
 
-    backbone = save_random_backbone(work / f"vit-{preset}", "vit", 224, preset, num_labels=10)
-    model, preprocessing = create_model(str(backbone), LABELS)
+    if preset == "efficientnet-lite0":
+        backbone, described = preset, "EfficientNet-Lite0 (ImageNet weights, new head)"
+    else:
+        backbone = save_random_backbone(work / f"vit-{preset}", "vit", 224, preset, num_labels=10)
+        described = f"random ViT ({preset} preset, benchmark only)"
+    model, preprocessing = create_model(str(backbone), LABELS, image_size=224)
     unmeasured = Metrics(accuracy=0, macro_f1=0, per_class_f1={}, ece=0, nll=0, n=0)
     metadata = ModelMetadata(
         labels=LABELS,
-        backbone=f"random ViT ({preset} preset, benchmark only)",
+        backbone=described,
         strategy="none",
         image_size=(preprocessing.height, preprocessing.width),
         temperature=1.0,
@@ -150,7 +155,7 @@ def store_model(preset: str, work: Path) -> tuple[str, Path]:
         training_config={},
         versions={},
     )
-    tag = save_model(model.eval(), preprocessing, metadata, name=f"bench-vit-{preset}")
+    tag = save_model(model.eval(), preprocessing, metadata, name=f"bench-{preset}")
     return str(tag), Path(bentoml.models.get(tag).path)
 
 
@@ -556,7 +561,11 @@ def main(argv: list[str] | None = None) -> int:
     result = _summarise(args, limit_rates, rows, serving, images)
     result["server_log_tails"] = logs
     result["machine"] = {**facts, "torch_threads_measured": len(SERVER_CPUS)}
-    if args.output is None and (args.device, args.dtype, args.gpu_decode) != ("cpu", "fp32", False):
+    default_run = ("cpu", "fp32", False, "deit-tiny")
+    if (
+        args.output is None
+        and (args.device, args.dtype, args.gpu_decode, args.preset) != default_run
+    ):
         suffix = ("-gpudecode" if args.gpu_decode else "") + (
             ".quick.json" if args.quick else ".json"
         )
@@ -664,7 +673,9 @@ def _summarise(args, limit_rates, rows, serving, images) -> dict:
 def _arguments(argv):
     args = parser(__doc__.splitlines()[0], threads=False)
     args.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    args.add_argument("--preset", choices=["deit-tiny", "vit-base"], default="deit-tiny")
+    args.add_argument(
+        "--preset", choices=["deit-tiny", "vit-base", "efficientnet-lite0"], default="deit-tiny"
+    )
     args.add_argument(
         "--dtype",
         choices=DTYPES,

@@ -46,10 +46,12 @@ from benchmarks.common import median, parser, rotations, set_threads, write_resu
 
 VARIANTS = ["visiontune", "augmented", "plain", "hf_trainer"]
 
-# name: (backbone preset, image size, batch size, timed epochs per run)
+# name: (backbone preset, image size, batch size, timed epochs per run); efficientnet-lite0
+# is the real CNN (ImageNet weights, imported), the others random ViTs built from configs
 WORKLOADS = {
     "demo-vit-16px": ("small", 16, 16, 4),
     "deit-tiny-48px": ("deit-tiny", 48, 32, 1),
+    "efficientnet-lite0-64px": ("efficientnet-lite0", 64, 32, 1),
 }
 LR = 1e-3
 WEIGHT_DECAY = 0.01
@@ -238,10 +240,14 @@ def _quiet():
 def measure(workload: str, rounds: int, work: Path, quick: bool = False) -> dict:
     from training.backbones import save_random_backbone
     from training.data import load_data
+    from training.pretrained import resolve
 
     preset, image_size, batch_size, timed_epochs = WORKLOADS[workload]
     timed_epochs = 1 if quick else timed_epochs
-    backbone = save_random_backbone(work / workload, "vit", image_size, preset, num_labels=10)
+    if preset == "efficientnet-lite0":
+        backbone = Path(resolve(preset))
+    else:
+        backbone = save_random_backbone(work / workload, "vit", image_size, preset, num_labels=10)
     config = config_for(backbone, image_size, batch_size, 1 + timed_epochs, work / "run")
     images = len(load_data(config).train)
     rate: dict[str, list[float]] = {name: [] for name in VARIANTS}
