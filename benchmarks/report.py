@@ -20,6 +20,7 @@ def write(page: Path = PAGE) -> Path:
     parts = [_intro()]
     for name, render in (
         ("train_throughput", _training),
+        ("input_size", _input_size),
         ("transfer", _transfer),
         ("robustness", _robustness),
         ("serve_throughput", _serving),
@@ -47,7 +48,7 @@ def _intro() -> str:
 `make bench` runs every script in `benchmarks/` (`python -m benchmarks.run`, about
 45 minutes on 2 cores), writes `benchmarks/results/*.json` and rebuilds this page
 from them. Each script also runs alone, `--quick` for a short sanity run:
-`python -m benchmarks.train_throughput`, `benchmarks.transfer`,
+`python -m benchmarks.train_throughput`, `benchmarks.input_size`, `benchmarks.transfer`,
 `benchmarks.robustness`, `benchmarks.serve_throughput`, `benchmarks.serve_profile`,
 `benchmarks.cpu_precision`, `benchmarks.predict_packing`, `benchmarks.loader`, `benchmarks.load`. Models are built from configs with random or
 project-trained weights and kept in a temporary BentoML store; nothing is
@@ -152,6 +153,34 @@ def _augmentation_library() -> str:
         "torch 2.14.1 and its CUDA libraries, replacing the pinned build. The `augmented` "
         "row above is what augmentation costs in speed."
     )
+
+
+def _input_size(result: dict) -> str:
+    rates, speed = result["images_per_second"], result["speed_vs_largest"]
+    sizes = list(rates["train"])
+    largest = sizes[-1]
+    lines = [
+        "## Input size",
+        "",
+        "EfficientNet-Lite0 (ImageNet weights, 10-class head) at each input size, sizes "
+        f"alternating round by round, batch {result['batch_size']}: images per second of "
+        f"full fine-tuning steps and of inference, and the speed relative to {largest} px "
+        "(EfficientNet's own size). Convolutional backbones take any size, so training "
+        "images much smaller than the input train at about twice their size, rounded up "
+        "to 32 (`training.model.input_size_for`): Fashion-MNIST's 28 px photos at 64 px. "
+        "The accuracy reached at that size is the next section's.",
+        "",
+        "| input | training images/s | vs "
+        + f"{largest} px | inference images/s | vs {largest} px |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for size in sizes:
+        lines.append(
+            f"| {size} px | {rates['train'][size]:.1f} | {speed['train'][size]:.1f}x "
+            f"| {rates['inference'][size]:.1f} | {speed['inference'][size]:.1f}x |"
+        )
+    lines += ["", _machine(result)]
+    return "\n".join(lines)
 
 
 def _transfer(result: dict) -> str:

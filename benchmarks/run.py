@@ -20,6 +20,7 @@ from benchmarks import report
 # takes a core (measured 10-30x slower), which would swamp the loops' differences.
 BENCHMARKS = {
     "train_throughput": ["--threads", "1"],
+    "input_size": ["--threads", "1"],
     "transfer": ["--threads", "1"],
     "robustness": ["--threads", "1"],
     "serve_throughput": [],

@@ -181,7 +181,7 @@ def save_random_copy(backbone: str | Path, path: str | Path, seed: int = 0) -> P
 
     torch.manual_seed(seed)
     config = AutoConfig.from_pretrained(str(backbone))
-    model = reset_norms(AutoModelForImageClassification.from_config(config))
+    model = scratch_init(AutoModelForImageClassification.from_config(config))
     path = Path(path)
     model.save_pretrained(path)
     AutoImageProcessor.from_pretrained(str(backbone)).save_pretrained(path)
@@ -202,4 +202,23 @@ def reset_norms(model):
     for module in model.modules():
         if isinstance(module, norms) and module.weight is not None:
             module.reset_parameters()
+    return model
+
+
+def scratch_init(model):
+    """The initialisation torchvision and timm give convolutional networks trained from
+    scratch: norms at 1 and 0, convolutions Kaiming-normal (fan out), zero biases.
+
+    transformers' N(0, 0.02) convolutions shrink activations layer by layer; a batch norm
+    in training mode undoes that, but its running statistics take hundreds of steps to
+    follow, so a few-shot run from such weights validates on outputs of about zero.
+    """
+    from torch import nn
+
+    reset_norms(model)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
     return model

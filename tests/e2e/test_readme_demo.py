@@ -1,4 +1,5 @@
-"""The README's first command: `make demo` runs the main job end to end, in an empty store."""
+"""The README's first command: `make demo` runs the main job end to end, in an empty store
+and an empty cache (so the backbone import runs too); `make demo-digits` still runs."""
 
 from __future__ import annotations
 
@@ -9,32 +10,25 @@ import subprocess
 import pytest
 
 from tests.support import REPO
+from tests.support.needs import need_fashion_mnist
 
 pytestmark = pytest.mark.e2e
 
 
-def test_make_demo_fine_tunes_beats_scratch_and_serves(tmp_path):
+def run_make(target: str, tmp_path) -> tuple[str, dict]:
     env = {
         **os.environ,
         "BENTOML_HOME": str(tmp_path / "bentoml"),
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
     }
     result = subprocess.run(
-        ["make", "demo"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1500
+        ["make", target], cwd=REPO, env=env, capture_output=True, text=True, timeout=1500
     )
-    output = result.stdout
-    assert result.returncode == 0, output[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout, env
 
-    tuned = float(re.search(r"fine-tuned from .*accuracy (\d\.\d+)", output).group(1))
-    scratch = float(re.search(r"from scratch: .*accuracy (\d\.\d+)", output).group(1))
-    assert tuned > scratch, output[-2000:]
-    assert tuned >= 0.6
 
-    right, asked = map(int, re.search(r"(\d+)/(\d+) right over HTTP", output).groups())
-    assert asked == 8
-    assert right >= 4, output[-2000:]
-    assert (tmp_path / "cache" / "visiontune" / "backbones").is_dir()
-
+def assert_one_production_model(env: dict) -> None:
     listing = subprocess.run(
         [str(REPO / ".venv" / "bin" / "visiontune"), "models"],
         env=env,
@@ -45,3 +39,37 @@ def test_make_demo_fine_tunes_beats_scratch_and_serves(tmp_path):
     rows = [line for line in listing.stdout.splitlines() if line.startswith("visiontune-")]
     assert len(rows) == 1 and rows[0].startswith("visiontune-classifier:"), listing.stdout
     assert "production" in rows[0]  # the demo promotes what it trained
+
+
+def assert_served(output: str, least_right: int) -> None:
+    right, asked = map(int, re.search(r"(\d+)/(\d+) right over HTTP", output).groups())
+    assert asked == 8
+    assert right >= least_right, output[-2000:]
+
+
+def test_make_demo_fine_tunes_imagenet_weights_beats_random_and_serves(tmp_path):
+    need_fashion_mnist()
+    output, env = run_make("demo", tmp_path)
+    assert "\x1b[" not in output  # plain lines in a log, no cursor escapes
+
+    tuned = float(re.search(r"from ImageNet weights: held-out accuracy (\d\.\d+)", output)[1])
+    scratch = float(re.search(r"from random weights: held-out accuracy (\d\.\d+)", output)[1])
+    assert tuned >= scratch + 0.1, output[-2000:]
+    assert tuned >= 0.6
+    tuned_time = re.search(r"fine-tuned +(\d+) s \(epoch (\d+)\)", output)
+    assert tuned_time, output[-2000:]  # it reached the random-weight network's best
+
+    assert_served(output, 5)
+    backbone = tmp_path / "cache" / "visiontune" / "backbones" / "efficientnet-lite0"
+    assert (backbone / "model.safetensors").exists()
+    assert len(list((REPO / "runs" / "demo" / "held-out").glob("*/*.png"))) >= 8
+    assert_one_production_model(env)
+
+
+def test_make_demo_digits_still_runs(tmp_path):
+    output, env = run_make("demo-digits", tmp_path)
+    tuned = float(re.search(r"fine-tuned from .*accuracy (\d\.\d+)", output).group(1))
+    scratch = float(re.search(r"from scratch: .*accuracy (\d\.\d+)", output).group(1))
+    assert tuned > scratch, output[-2000:]
+    assert_served(output, 4)
+    assert_one_production_model(env)

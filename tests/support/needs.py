@@ -23,3 +23,12 @@ def need_podman() -> None:
         shutil.which("podman") is not None and os.geteuid() == 0,
         "podman as root (`make podman`, which installs it as root)",
     )
+
+
+def need_fashion_mnist() -> None:
+    from training.embedded import fashion_mnist_dir
+
+    need(
+        (fashion_mnist_dir() / "t10k-labels-idx1-ubyte.gz").exists(),
+        "Fashion-MNIST (`make fashion-mnist`: apt-get install dataset-fashion-mnist, as root)",
+    )

@@ -8,17 +8,10 @@ import numpy as np
 import pytest
 
 from tests.support.cli import assert_one_line_error, visiontune
-from tests.support.needs import need
+from tests.support.needs import need_fashion_mnist
 from training.config import TrainConfig
 from training.data import DataError, load_data, load_image
-from training.embedded import FASHION_MNIST_LABELS, fashion_mnist_dir, read_fashion_mnist
-
-
-def need_fashion_mnist() -> None:
-    need(
-        (fashion_mnist_dir() / "t10k-labels-idx1-ubyte.gz").exists(),
-        "Fashion-MNIST (`make fashion-mnist`: apt-get install dataset-fashion-mnist)",
-    )
+from training.embedded import FASHION_MNIST_LABELS, read_fashion_mnist
 
 
 def test_published_split_counts_and_class_names():

@@ -24,6 +24,7 @@ from training.config import TrainConfig
 from training.data import load_data
 from training.train import train
 from visiontune.demo.serving import REPO, serve_and_classify
+from visiontune.flags import quiet_transformers
 from visiontune.lifecycle.registry import promote
 
 SOURCE = [str(d) for d in range(5)]
@@ -84,6 +85,7 @@ def target_config(
 
 
 def main() -> int:
+    quiet_transformers()
     work = REPO / "runs" / "demo"
     random_init = Path(tempfile.mkdtemp(prefix="visiontune-demo-")) / "random-vit"
     save_random_backbone(random_init, "vit", IMAGE_SIZE, "small", seed=0)

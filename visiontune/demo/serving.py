@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,9 @@ def folder_name(label: str) -> str:
 
 
 def write_held_out(examples: list[tuple[Image.Image, str]], folder: Path) -> list[Path]:
-    """``folder/LABEL/N.png`` per image, kept for the README's next commands."""
+    """``folder/LABEL/N.png`` per image (what was there before is removed), kept for the
+    README's next commands."""
+    shutil.rmtree(folder, ignore_errors=True)
     paths = []
     for i, (image, label) in enumerate(examples):
         path = folder / folder_name(label) / f"{i}.png"
