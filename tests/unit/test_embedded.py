@@ -12,6 +12,7 @@ from tests.support.needs import need_fashion_mnist
 from training.config import TrainConfig
 from training.data import DataError, load_data, load_image
 from training.embedded import FASHION_MNIST_LABELS, read_fashion_mnist
+from training.model import input_size_for
 
 
 def test_published_split_counts_and_class_names():
@@ -68,3 +69,13 @@ def test_cli_error_is_one_line(tmp_path, make_backbone):
         env={"VISIONTUNE_FASHION_MNIST": str(tmp_path)},
     )
     assert_one_line_error(result, "--data fashion-mnist", "dataset-fashion-mnist")
+
+
+def test_small_images_train_at_twice_their_size(make_backbone):
+    need_fashion_mnist()
+    photos = [source for source, _ in read_fashion_mnist()[0]["test"][:50]]
+    lite = make_backbone("efficientnet", 224)
+    assert input_size_for(str(lite), photos) == 64  # 28 px -> 56, rounded up to 32
+    assert input_size_for(str(make_backbone("vit", 224)), photos) is None  # fixed input
+    large = [np.zeros((200, 150), dtype=np.uint8)]
+    assert input_size_for(str(lite), large) is None  # 400 px is no smaller than 224
