@@ -26,7 +26,12 @@ LINK = "checkpoint"
 SLOTS = (".checkpoint-a", ".checkpoint-b")
 STAGED_LINK = ".checkpoint-link"  # the new link, until it is renamed over the old one
 # Flags that may change between an interrupted run and its --resume.
-NOT_COMPARED = {"resume", "checkpoint_every", "workers", "report_to"}  # how it runs
+NOT_COMPARED = {"resume", "resume_if_present", "checkpoint_every", "workers", "report_to"}
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a complete checkpoint to resume from."""
+    return (checkpoint_path(run_dir) / "progress.json").exists()
 
 
 def checkpoint_path(run_dir: Path) -> Path:
@@ -59,7 +64,7 @@ def save_checkpoint(
 def load_progress(run_dir: Path, config: TrainConfig) -> dict:
     """The interrupted run's progress, refused if it was trained with other flags."""
     path = checkpoint_path(run_dir)
-    if not (path / "progress.json").exists():
+    if not has_checkpoint(run_dir):
         raise FileNotFoundError(f"--resume: no checkpoint in {path}; run without --resume")
     saved = TrainConfig.model_validate_json((path / "config.json").read_text())
     if saved.model_dump(exclude=NOT_COMPARED) != config.model_dump(exclude=NOT_COMPARED):

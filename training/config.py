@@ -152,6 +152,11 @@ class TrainConfig(BaseModel):
         None, description="Run folder for checkpoints and the report (default runs/NAME)."
     )
     resume: bool = Field(False, description="Continue from the checkpoint in the run folder.")
+    resume_if_present: bool = Field(
+        False,
+        description="Continue from the run folder's checkpoint when it has one, else start "
+        "afresh: the one command a restarted pod or job runs again unchanged.",
+    )
     checkpoint_every: float = Field(
         10,
         ge=0,
@@ -187,6 +192,11 @@ class TrainConfig(BaseModel):
                     f"use --strategy {strategy} or drop {flag}"
                 )
         self._check_mixing()
+        if self.resume and self.resume_if_present:
+            raise ValueError(
+                "--resume needs a checkpoint and --resume-if-present starts without one; "
+                "give one of them"
+            )
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError(
                 "--val-fraction + --test-fraction leave under 10% for training; lower them"

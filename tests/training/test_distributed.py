@@ -1,4 +1,5 @@
-"""Data parallel training on 2 CPU processes through `accelerate launch`.
+"""Data parallel training on 2 CPU processes through `accelerate launch`, on one node and
+as two nodes on localhost.
 
 `accelerate launch --cpu --num_processes 2` starts a single process here (its simple
 launcher); the torch.distributed launcher (`--multi_gpu`) with ACCELERATE_USE_CPU=1
@@ -13,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import bentoml
@@ -22,6 +24,7 @@ import torch
 
 from tests.support import REPO
 from tests.support.builders import IMAGE_SIZE, unique_name
+from tests.support.servers import free_port
 from tests.support.store import stored_tensors
 from training.config import TrainConfig
 from training.train import train
@@ -161,3 +164,77 @@ def test_sigterm_stops_both_processes_at_the_same_step(make_backbone, tmp_path, 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"epoch {progress['epoch']}/3" not in resumed.stdout and "epoch 3/3" in resumed.stdout
     assert len(stored(name)) == 1 and resumed.stdout.count("saved ") == 1
+
+
+def machine_command(machine: int, port: int, backbone: Path, name: str, run_dir: Path) -> list:
+    """One node of two, as a multi-node job starts it: `accelerate launch --num_machines 2
+    --machine_rank N` (one process each), the same `visiontune train` on every node."""
+    return [
+        ACCELERATE, "launch", "--multi_gpu", "--num_machines", "2", "--num_processes", "2",
+        "--machine_rank", str(machine), "--main_process_ip", "127.0.0.1",
+        "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "visiontune", "train",
+        "--data", "digits", "--classes", "0,1,2", "--per-class", "16",
+        "--backbone", str(backbone), "--strategy", "full", "--image-size", str(IMAGE_SIZE),
+        "--test-fraction", "0", "--name", name, "--output-dir", str(run_dir),
+        "--epochs", "3", "--batch-size", "2", "--augment", "none",
+        "--checkpoint-every", "0.0001", "--resume-if-present",
+    ]  # fmt: skip
+
+
+def start_machines(backbone: Path, name: str, run_dir: Path, logs: Path) -> list:
+    port = free_port()
+    logs.mkdir(exist_ok=True)
+    return [
+        subprocess.Popen(
+            machine_command(machine, port, backbone, name, run_dir),
+            cwd=REPO,
+            env=ENV,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=(logs / f"machine-{machine}.err").open("w"),
+        )
+        for machine in (0, 1)
+    ]
+
+
+def kill_tree(launcher: subprocess.Popen) -> None:
+    """SIGKILL to a launcher and its workers (torch's launcher starts them in sessions of
+    their own), as when the node under a pod is lost."""
+    processes = [psutil.Process(launcher.pid), *psutil.Process(launcher.pid).children(True)]
+    for process in processes:
+        process.kill()
+    psutil.wait_procs(processes, timeout=30)
+    launcher.wait(timeout=30)
+
+
+def test_two_machines_store_once_and_a_lost_machine_resumes_from_the_checkpoint(
+    make_backbone, tmp_path
+):
+    """Two `accelerate launch` nodes on localhost. Node 1 is killed outright after the
+    first epoch (a lost pod), then node 0, which would otherwise wait out the collective's
+    timeout for its peer (the job restarting every pod, as the operator does); both
+    started again with the same command continue from the last periodic checkpoint."""
+    backbone = make_backbone("vit", IMAGE_SIZE)
+    name, run_dir = unique_name("nodes"), tmp_path / "run"
+    first = start_machines(backbone, name, run_dir, tmp_path / "first")
+    for line in first[0].stdout:
+        if line.startswith("epoch 1/3"):
+            break
+    progress = run_dir / "checkpoint" / "progress.json"
+    deadline = time.monotonic() + 120
+    while json.loads(progress.read_text())["epoch"] < 1:  # a checkpoint in the second epoch
+        assert time.monotonic() < deadline, "no checkpoint written in the second epoch"
+        time.sleep(0.05)
+    for machine in (1, 0):
+        kill_tree(first[machine])
+    assert stored(name) == []
+
+    again = start_machines(backbone, name, run_dir, tmp_path / "again")
+    outputs = [machine.communicate(timeout=300)[0] for machine in again]
+    errors = (tmp_path / "again" / "machine-0.err").read_text()
+    assert [machine.returncode for machine in again] == [0, 0], errors[-3000:]
+    assert "epoch 1/3" not in outputs[0] and "epoch 3/3" in outputs[0]
+    assert sum(output.count("saved ") for output in outputs) == 1  # rank 0 alone stores
+    assert len(stored(name)) == 1
+    assert not (run_dir / "checkpoint").exists()  # removed once the model is stored

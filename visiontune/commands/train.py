@@ -3,12 +3,15 @@
 The flags are generated from :class:`training.config.TrainConfig`. Ctrl-C and
 SIGTERM are handled from the first moment (before torch is imported), so any
 interruption ends with one line and exit 130 (see ``training.stopping``).
+``--resume-if-present`` resumes when the run folder holds a checkpoint, so the
+pods of a multi-node job restarted after a lost node run the same command again.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from training.checkpoint import has_checkpoint
 from training.config import TrainConfig
 from training.stopping import StopRequests
 from visiontune.flags import add_config_flags, config_values, quiet_transformers
@@ -23,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = TrainConfig.model_validate(config_values(args, TrainConfig))
+    if config.resume_if_present and has_checkpoint(config.run_dir):
+        config = config.model_copy(update={"resume": True, "resume_if_present": False})
     with StopRequests() as stop:
         quiet_transformers()
         from training.train import train
