@@ -189,13 +189,16 @@ def _transfer(result: dict) -> str:
         "## Transfer vs scratch",
         "",
         f"Held-out accuracy on {result['data']} ({result['eval_per_class']} test photos per "
-        f"class of the published test split) after training on 10 or 100 photos per class. "
+        f"class of the published test split; {result['val_per_class']} per class validate each "
+        "epoch) after training on 10 or 100 photos per class. "
         f"`linear`, `partial`, `full` and `lora` fine-tune {result['backbone']}; `scratch "
         "(full)` trains the same network from random weights. Each run is `visiontune train` "
         "with the defaults (at most 20 epochs, cosine learning rate, early stopping after 5 "
         "epochs without progress, light augmentation, small images at twice their size: 64 "
         "px) and the peak learning rate below; mean ± standard deviation over seeds (each "
-        "seed draws other photos), and the mean wall-clock time of a run.",
+        "seed draws other photos), and the mean wall-clock time of a run. The random-weight "
+        "baseline trains all 20 epochs: its batch norms' running statistics need more steps "
+        "than early stopping gives a few-shot run.",
         "",
         *_transfer_table(table),
         "",
