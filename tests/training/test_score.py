@@ -3,6 +3,7 @@ and on a real local Ray (2 CPUs), whose rows must equal the local engine's."""
 
 from __future__ import annotations
 
+import importlib.util
 from types import SimpleNamespace
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 from tests.support.builders import store_random_classifier, unique_name
 from tests.support.cli import assert_one_line_error, visiontune
 from tests.support.images import add_bad_files, digit_images, write_classes
+from tests.support.needs import need
 from visiontune.cli import main
 from visiontune.client import IMAGE_SUFFIXES
 
@@ -136,7 +138,7 @@ def test_a_dataset_scores_like_the_same_images_in_a_folder(model, tmp_path):
 
 
 def test_ray_engine_writes_the_rows_of_the_local_engine(model, archive, tmp_path):
-    pytest.importorskip("ray", reason="needs Ray: pip install 'visiontune[score]'")
+    need(importlib.util.find_spec("ray") is not None, "Ray: pip install 'visiontune[score]'")
     root, _ = archive
     ray_args = ("--engine", "ray", "--num-cpus", "2", "--batch-size", "8")
     assert score(model, "--data", root, "--output", tmp_path / "ray", *ray_args) == 1
