@@ -28,6 +28,7 @@ BENCHMARKS = {
     "predict_packing": [],
     "loader": ["--threads", "1"],
     "load": [],
+    "score_throughput": [],
 }
 
 
