@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -56,8 +55,6 @@ def score_ray(
 
     started_here = _connect(num_cpus)
     try:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = sys.stderr.isatty()
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         actors = concurrency or (gpus or max(1, int(resources.get("CPU", 1))))
