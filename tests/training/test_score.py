@@ -167,3 +167,20 @@ def test_usage_errors_are_one_line(model, tmp_path, capsys):
     assert_one_line_error(local_only, "--engine ray")
     unknown = score_captured(capsys, "nope:1", "--data", tmp_path, "--output", tmp_path / "o")
     assert_one_line_error(unknown, "nope:1")
+
+
+def test_an_fsspec_url_is_read_and_named_by_its_url(model, tmp_path):
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    for i, image in enumerate(digit_images(2, 3)):
+        with memory.open(f"/archive-{tmp_path.name}/two/{i}.png", "wb") as file:
+            image.save(file, "PNG")
+    memory.pipe(f"/archive-{tmp_path.name}/notes.txt", b"not listed: no image suffix")
+    url = f"memory:///archive-{tmp_path.name}"
+    assert score(model, "--data", url, "--output", tmp_path / "out") == 0
+    rows = read(tmp_path / "out")
+    assert rows["id"].tolist() == [
+        f"memory:///archive-{tmp_path.name}/two/{i}.png" for i in range(3)
+    ]
+    assert rows["error"].isna().all()

@@ -35,7 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=64, help="images per forward pass (default 64)"
     )
-    parser.add_argument("--engine", choices=ENGINES, default="local", help="(default local)")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: this process, a decoding pool and batched forward passes; ray: Ray Data "
+        "on the cluster at $RAY_ADDRESS, else a local Ray (default local)",
+    )
     parser.add_argument(
         "--resume",
         action="store_true",
