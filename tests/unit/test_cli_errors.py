@@ -24,7 +24,8 @@ from tests.support.images import add_bad_files, write_classes
         ),
         (("train", "--data", "digits", "--backbone", "b", "--colour"), ["--colour"]),
         (
-            ("train", "--data", "digits", "--backbone", "b", "--layer-decay", "0.8"),
+            ("train", "--data", "digits", "--backbone", "b", "--strategy", "lora")
+            + ("--layer-decay", "0.8"),
             ["--layer-decay", "--strategy full"],
         ),
         (

@@ -16,7 +16,7 @@ BASE = {"data": "digits", "backbone": "some/backbone"}
         ({"unfreeze_blocks": 2}, "--strategy partial"),
         ({"lora_rank": 4}, "--strategy lora"),
         ({"lora_alpha": 8.0}, "--strategy lora"),
-        ({"layer_decay": 0.8}, "--strategy full"),
+        ({"strategy": "linear", "layer_decay": 0.8}, "--strategy full"),
         ({"strategy": "partial", "layer_decay": 0.8}, "--strategy full"),
         ({"strategy": "full", "lora_rank": 4}, "--strategy lora"),
     ],
