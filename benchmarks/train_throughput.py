@@ -4,7 +4,7 @@ Three loops train the same model (full fine-tuning), on the same decoded digits
 (the uint8 cache ``training.data.ImageSet`` builds), at the same batch size:
 
 - ``visiontune``: ``training.train.train()`` itself, unchanged (Accelerate,
-  ``accumulate``, warm-up + cosine schedule, tqdm, per-batch normalisation),
+  ``accumulate``, warm-up + cosine schedule, progress, per-batch normalisation),
   with ``--augment none``;
 - ``augmented``: the same with the default ``--augment light`` (every batch
   warped and colour-jittered on the device by ``training.augment``);
@@ -92,17 +92,17 @@ class Stopwatch:
 
 
 class EpochClock(Stopwatch):
-    """Stands in for ``training.train.tqdm``: times each pass over an epoch's batches."""
+    """Stands in for ``training.train.track``: times each pass over an epoch's batches."""
 
     def __init__(self):
-        from tqdm.auto import tqdm
+        from training.progress import track
 
         super().__init__()
-        self._tqdm = tqdm
+        self._track = track
 
-    def __call__(self, iterable=None, *args, desc: str = "", **kwargs):
-        bar = self._tqdm(iterable, *args, desc=desc, **kwargs)
-        return self._timed(bar) if desc.startswith("epoch ") else bar
+    def __call__(self, iterable, total, description: str, **options):
+        steps = self._track(iterable, total, description, **options)
+        return self._timed(steps) if description.startswith("epoch ") else steps
 
     def _timed(self, bar):
         self.start()
@@ -116,7 +116,7 @@ def run_visiontune(config) -> list[tuple[float, float]]:
     from training import train as train_module
 
     clock = EpochClock()
-    with mock.patch.object(train_module, "tqdm", clock), _quiet():
+    with mock.patch.object(train_module, "track", clock), _quiet():
         result = train_module.train(config)
     bentoml.models.delete(result.tag)
     return clock.seconds

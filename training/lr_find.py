@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,12 +28,12 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from tqdm.auto import tqdm
 
 from training.config import TrainConfig
 from training.data import DataSplits, ImageSet, load_data, make_loader
 from training.model import apply_strategy, create_model, load_backbone_config, train_mode
 from training.preflight import OutputError, describe
+from training.progress import Progress
 from training.train import epoch_order, loss_function, make_augmenter, mixed_precision
 
 SMOOTHING = 0.98  # fastai's weight of the running average
@@ -156,7 +155,7 @@ def _sweep(step, sweep: RangeTestConfig, show: bool) -> RangeTest:
     factor = (sweep.end_lr / sweep.start_lr) ** (1 / (sweep.steps - 1))
     lrs, losses, smoothed = [], [], []
     average, diverged = 0.0, False
-    bar = tqdm(total=sweep.steps, desc="lr-find", disable=not (show and sys.stderr.isatty()))
+    bar = Progress(sweep.steps, "lr-find", unit="step", show=show, lines=False)
     for i in range(sweep.steps):
         lr = sweep.start_lr * factor**i
         loss = step(lr)
@@ -165,8 +164,8 @@ def _sweep(step, sweep: RangeTestConfig, show: bool) -> RangeTest:
         losses.append(loss)
         smoothed.append(average / (1 - SMOOTHING ** (i + 1)))
         bar.update()
-        if show and bar.disable and (i + 1) % 10 == 0:
-            print(f"lr-find step {i + 1}/{sweep.steps}  lr {lr:.2e}  loss {smoothed[-1]:.4f}")
+        if show and bar.bar is None and (i + 1) % 10 == 0:
+            bar.line(f"  lr {lr:.2e}  loss {smoothed[-1]:.4f}")
         if not math.isfinite(loss) or smoothed[-1] > DIVERGED * min(smoothed):
             diverged = True
             break

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from contract.images import Preprocessing
@@ -65,6 +63,7 @@ from training.model import (
     train_mode,
 )
 from training.preflight import check_free_space, check_writable, describe
+from training.progress import track
 from training.stopping import Interrupted, StopRequests
 from training.store import save_model
 
@@ -121,11 +120,14 @@ def train(
             f"(the backbone's own input is larger; --image-size chooses)"
         )
         config = config.model_copy(update={"image_size": size})
+    else:
+        size = None
     model, preprocessing = create_model(config.backbone, data.labels, config.image_size)
     trainable = apply_strategy(model, config)
     model = trainable.model
     check_free_space(run_dir, model)
-    warn_if_upscaled([source for source, _ in data.train], preprocessing, config.augment)
+    if size is None:  # a size chosen for small images upscales them on purpose
+        warn_if_upscaled([source for source, _ in data.train], preprocessing, config.augment)
     train_set = ImageSet(data.train, preprocessing)
     val_loader = make_loader(
         ImageSet(data.val, preprocessing), config.batch_size, workers=config.workers
@@ -170,12 +172,14 @@ def train(
     with stop.loop():
         first = progress["epoch"]
         last = first if progress.get("done") else config.epochs  # done: resumed for the save
-        for epoch in tqdm(
+        for epoch in track(
             range(first, last),
-            desc="epochs",
+            config.epochs,
+            "epochs",
+            unit="epoch",
             initial=first,
-            total=config.epochs,
-            disable=not _bars_on(accelerator),
+            show=accelerator.is_main_process,
+            lines=False,  # each epoch prints its own line
         ):
             started = time.perf_counter()
             loader = accelerator.prepare_data_loader(
@@ -186,18 +190,21 @@ def train(
                     workers=config.workers,
                 )
             )
-            skip = progress["batches_done"]
+            skip, steps = progress["batches_done"], len(loader)
             losses = []
             if skip:
                 loader = accelerator.skip_first_batches(loader, skip)
                 losses = [torch.tensor(x, device=accelerator.device) for x in resumed_losses]
             train_mode(model)
             for batch_index, (images, labels) in enumerate(
-                tqdm(
+                track(
                     loader,
-                    desc=f"epoch {epoch + 1}",
+                    steps,
+                    f"epoch {epoch + 1}",
+                    unit="step",
+                    initial=skip,
+                    show=accelerator.is_main_process,
                     leave=False,
-                    disable=not _bars_on(accelerator),
                 ),
                 start=skip,
             ):
@@ -361,12 +368,6 @@ def _checkpoint_if_due(accelerator, stop: StopRequests, timer: _Every, save) -> 
     timer.reset()
     if stopping:
         raise Interrupted(stop.checkpoint)
-
-
-def _bars_on(accelerator) -> bool:
-    """Progress bars on the main process's terminal; a log gets the plain epoch lines only
-    (a bar's redraws are cursor escapes there)."""
-    return accelerator.is_main_process and sys.stderr.isatty()
 
 
 def _any_process(accelerator, flag: bool) -> bool:

@@ -159,9 +159,10 @@ def rle8_bmp(width: int = 4, height: int = 2) -> bytes:
 
 
 # Real photos that installed packages ship, with the ImageNet-1k classes an ImageNet
-# classifier gives them: (file, top-1 class, classes expected among the top 3).
+# classifier gives them: (file, top-1 class, classes expected among the top 3): academic
+# gown, mortarboard and military uniform; palace; daisy.
 PHOTOS = (
-    ("matplotlib", "sample_data/grace_hopper.jpg", 400, {400, 667, 652}),  # gown, mortarboard, uniform
+    ("matplotlib", "sample_data/grace_hopper.jpg", 400, {400, 667, 652}),
     ("sklearn", "datasets/images/china.jpg", 698, {698}),  # palace
     ("sklearn", "datasets/images/flower.jpg", 985, {985}),  # daisy
 )

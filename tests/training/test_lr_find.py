@@ -26,9 +26,11 @@ def full_sweep(backbone, tmp_path_factory):
 
 
 def test_rates_grow_geometrically_until_the_loss_diverges(full_sweep):
-    _, result, _ = full_sweep
+    config, _, _ = full_sweep
+    # up to 1000, far past the default 10, so that the loss blows up well inside the sweep
+    result = range_test(config, RangeTestConfig(end_lr=1000.0))
     assert result.lrs[0] == pytest.approx(1e-7)
-    factor = (10 / 1e-7) ** (1 / 99)
+    factor = (1000 / 1e-7) ** (1 / 99)
     ratios = [b / a for a, b in zip(result.lrs, result.lrs[1:], strict=False)]
     assert ratios == pytest.approx([factor] * len(ratios))
     # AdamW at rates of 1 and more throws a fully trained ResNet's loss far off its minimum

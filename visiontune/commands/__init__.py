@@ -1,6 +1,7 @@
 """One module per `visiontune` sub-command: ``NAME``, ``HELP``, ``add_arguments``, ``run``."""
 
 from visiontune.commands import (
+    backbone,
     deploy,
     evaluate,
     export,
@@ -25,5 +26,6 @@ COMMANDS = (
     promote,
     rollback,
     deploy,
+    backbone,
     lr_find,
 )

@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from contract.images import Preprocessing
+from training.progress import Progress
 from visiontune.scoring.model import StoredModel
-from visiontune.scoring.progress import Progress
 from visiontune.scoring.results import Output, decode, error_rows, failure, scored_rows
 from visiontune.scoring.sources import Source
 
@@ -44,7 +44,7 @@ def score_local(
     """Score the images ``todo`` (indices into ``source``) into ``output``."""
     predictor = model.predictor()
     labels = model.metadata.labels
-    progress = Progress(len(todo))
+    progress = Progress(len(todo), "scoring", unit="img")
     pending: list[pa.Table] = []
     with ThreadPoolExecutor(decoders or default_decoders(), thread_name_prefix="decode") as pool:
         for batch in _batches(_decoded(pool, source, todo, model.preprocessing, batch_size)):
