@@ -22,6 +22,7 @@ from tests.support.faults import (
     solid_png,
     undecodable_png,
 )
+from tests.support.servers import total
 
 TABLE_HEADER = "| status | types |"
 # the batching dispatcher calibrates itself on its first 11 batches, refusing nothing then
@@ -61,15 +62,15 @@ def answer_of(sock: socket.socket) -> httpx.Response:
 
 
 def full_and_timed_out(server, digit: bytes) -> tuple[httpx.Response, httpx.Response]:
-    """With every slot held by a stalled upload, a request is refused (server_full); the
+    """Once every slot is held by a stalled upload, a request is refused (server_full); the
     stalled ones are answered when ``VISIONTUNE_TIMEOUT_S`` passes (timeout)."""
     slots = int(server.env["VISIONTUNE_MAX_CONCURRENCY"])
     stalled = [stalled_upload(server) for _ in range(slots)]
     deadline = time.monotonic() + float(server.env["VISIONTUNE_TIMEOUT_S"]) - 1
+    while total(server.metrics(), "bentoml_service_request_in_progress") < slots:
+        assert time.monotonic() < deadline, "the stalled uploads never all reached the server"
+        time.sleep(0.1)
     refused = post_files(server, digit)
-    while refused.status_code == 200 and time.monotonic() < deadline:
-        time.sleep(0.1)  # the stalled requests' headers are still on their way
-        refused = post_files(server, digit)
     return refused, [answer_of(sock) for sock in stalled][0]
 
 
