@@ -9,6 +9,10 @@ calibrated softmax) and ``encode`` the probabilities as labels. ``classify``
 adaptive batching dispatcher (with the wait estimate of ``service.batching``)
 gathers the images of concurrent requests into one ``predict``. ``GET /model``
 describes the model being served.
+
+This module reads in the order things happen when BentoML imports it:
+``prepare_bentoml`` (what must be in place before BentoML builds the service),
+the service class, then its ``middlewares``, outermost first.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
 import numpy as np
@@ -29,26 +34,44 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from contract.precision import choose_cpu_precision, cpu_has_native_bf16
+from contract.precision import PrecisionChoice, choose_cpu_precision, cpu_has_native_bf16
 from contract.predictor import Predictor
 from contract.savedmodel import MODEL_ENV, ModelMetadata
 from contract.stages import StageError, recorded_stage, resolve
 from service import batching, limits, logs
 from service.auth import BearerAuth, configured_token
 from service.deadworkers import ForgetDeadWorkers
-from service.faults import BatchFailureAnswer, run_batch
+from service.faults import FailureAnswer, FailureRecords, run_batch
 from service.forward_batch import choose_forward_batch
 from service.gpu_decode import GpuJpegDecoder, nvjpeg, stack_pixels, torchvision_available
-from service.inputs import Base64Images, BodyLimit, Decoded, ImageFiles, decode_images
+from service.inputs import Base64Images, Decoded, ImageFiles, decode_images
 from service.metrics import PredictionMetrics
 from service.settings import settings
+from service.uploads import BodyLimit
 
 logger = logging.getLogger("bentoml.visiontune")
-batching.install()  # before BentoML builds this service's batching dispatchers
-limits.install()  # before BentoML builds its middlewares
-logs.log_rejections_briefly()
-settings.check_precision(has_gpu=torch.cuda.is_available())
-settings.check_gpu_decode(torch.cuda.is_available(), torchvision_available())
+
+
+def prepare_bentoml() -> None:
+    """Everything that must be in place before BentoML builds the service below, in order.
+
+    1. Settings this machine cannot honour stop the start here, before any worker spawns.
+    2. BentoML builds each batchable API's dispatcher, and its traffic middlewares, from
+       classes it looks up when it builds the app: ``service.batching`` and
+       ``service.limits`` replace them first (both touch BentoML internals; their
+       modules say why).
+    3. BentoML's exception log gets our filters: a rejected input is one INFO line
+       (``service.logs``), and a failed batch or refused request is noted for the
+       answer that names it (``service.faults``).
+    """
+    settings.check_precision(has_gpu=torch.cuda.is_available())
+    settings.check_gpu_decode(torch.cuda.is_available(), torchvision_available())
+    batching.install()
+    limits.install()
+    logs.filter_exceptions(logs.RejectedInputRecords(), FailureRecords())
+
+
+prepare_bentoml()
 
 
 class LabelScore(BaseModel):
@@ -84,6 +107,17 @@ def resolve_model(ref: str) -> bentoml.Tag:
         raise SystemExit(f"visiontune: error: {MODEL_ENV}={ref}: {err}") from None
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What ``ImageClassifier.load`` makes: the predictor as it will serve, the GPU JPEG
+    decoder if asked for, and why the precision and forward-pass size are what they are."""
+
+    predictor: Predictor
+    gpu_jpegs: GpuJpegDecoder | None
+    precision_reason: str
+    forward_batch_reason: str
+
+
 @bentoml.asgi_app(model_info)
 @bentoml.service(workers=settings.workers, **settings.bentoml_config)
 class ImageClassifier:
@@ -94,8 +128,10 @@ class ImageClassifier:
         self.tag = str(stored.tag)
         self.metadata = ModelMetadata.model_validate(stored.info.metadata)
         self.labels = self.metadata.labels
-        self.predictor = self.load(stored.path)
-        self.preprocessing = self.predictor.preprocessing
+        loaded = self.load(stored.path, self.metadata)
+        self.predictor = loaded.predictor
+        self.preprocessing = loaded.predictor.preprocessing
+        self.gpu_jpegs = loaded.gpu_jpegs
         self.metrics = PredictionMetrics(
             tag=self.tag,
             backbone=public_name(self.metadata.backbone),
@@ -104,29 +140,7 @@ class ImageClassifier:
             low_confidence=settings.low_confidence,
             drift_window=settings.drift_window,
         )
-        self.description = {
-            "tag": self.tag,
-            "stage": recorded_stage(stored.tag),
-            "requested": settings.model,
-            "created": stored.info.creation_time.isoformat(),
-            **public_metadata(self.metadata),
-            "serving": {
-                "device": str(self.predictor.device),
-                "precision": self.predictor.precision,
-                "precision_reason": self.precision_reason,
-                "compiled": settings.compile,
-                "gpu_decode": settings.gpu_decode,
-                "max_batch_size": settings.max_batch_size,
-                "forward_batch": self.predictor.forward_batch or settings.max_batch_size,
-                "forward_batch_reason": self.forward_batch_reason,
-                "max_latency_ms": settings.max_latency_ms,
-                "workers": settings.workers,
-                "max_concurrency": settings.max_concurrency,
-                "decode_threads": settings.decode_slots(),
-                "max_images": settings.max_images,
-                "max_body_bytes": settings.max_body_bytes,
-            },
-        }
+        self.description = describe(stored, self.metadata, loaded)
         self.warm_up()
         # Everything built so far (the model, torch, transformers, BentoML) lives as long as
         # the worker: keep it out of the garbage collector's full collections, which would
@@ -134,35 +148,34 @@ class ImageClassifier:
         gc.collect()
         gc.freeze()
 
-    def load(self, path: str) -> Predictor:
+    def load(self, path: str, metadata: ModelMetadata) -> Loaded:
         """The stored model as a calibrated predictor, in eval mode on the serving device, in
-        its precision (why: ``self.precision_reason``), compiled if asked; with the GPU JPEG
-        decoder (``self.gpu_jpegs``) if asked."""
+        its precision, in forward passes of the size chosen, compiled if asked; with the GPU
+        JPEG decoder if asked."""
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if device.type == "cpu":
             torch.set_num_threads(settings.cpu_threads())
-        predictor = Predictor.from_folder(
-            path, self.metadata, device=device, autocast_dtype=_autocast_dtype(device)
-        )
+        predictor = Predictor.from_folder(path, metadata, device=device)
         if settings.precision == "int8":
             predictor.quantize_linear_layers()
-        self.precision_reason = _choose_precision(predictor)
-        logger.info("serving in %s: %s", predictor.precision, self.precision_reason)
-        chosen = choose_forward_batch(predictor, settings.forward_batch, settings.max_batch_size)
-        predictor.forward_batch, self.forward_batch_reason = chosen.size, chosen.reason
+        precision = choose_precision(predictor)
+        predictor.autocast_dtype = precision.autocast_dtype
+        logger.info("serving in %s: %s", predictor.precision, precision.reason)
+        forward = choose_forward_batch(predictor, settings.forward_batch, settings.max_batch_size)
+        predictor.forward_batch = forward.size
         logger.info(
             "forward passes of at most %s images: %s",
-            chosen.size or settings.max_batch_size,
-            chosen.reason,
+            forward.size or settings.max_batch_size,
+            forward.reason,
         )
         if settings.compile:
             predictor.model = torch.compile(predictor.model, dynamic=True)
-        self.gpu_jpegs = (
+        gpu_jpegs = (
             GpuJpegDecoder(predictor.preprocessing, settings.max_pixels, nvjpeg(device))
             if settings.gpu_decode
             else None
         )
-        return predictor
+        return Loaded(predictor, gpu_jpegs, precision.reason, forward.reason)
 
     def warm_up(self) -> None:
         """A full batch before the server accepts requests, so /readyz means fast answers.
@@ -231,12 +244,60 @@ class ImageClassifier:
         return self.predict(images)
 
 
-# The first added is the outermost: a request without the token is refused before its body is read.
-ImageClassifier.add_asgi_middleware(BearerAuth, token=configured_token(settings))
-ImageClassifier.add_asgi_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-ImageClassifier.add_asgi_middleware(limits.RetryAfter)
-ImageClassifier.add_asgi_middleware(BatchFailureAnswer)
-ImageClassifier.add_asgi_middleware(ForgetDeadWorkers)
+def middlewares() -> list[tuple[type, dict[str, Any]]]:
+    """The service's ASGI middlewares, outermost first, with what each needs from the others.
+
+    BentoML wraps them in its own (outermost first: request metrics, tracing, the access
+    log, ``limits.Deadline``, ``limits.ServerFull``) and puts its context middleware and
+    the app inside them.
+    """
+    return [
+        # First, so that a request without the token is refused before its body is read.
+        (BearerAuth, {"token": configured_token(settings)}),
+        # Too large a body is refused before anything reads it. Outside every middleware that
+        # answers, so that once a client has left mid-upload, whatever is answered goes out as
+        # one 499 (and BentoML's metrics, outside, count it so).
+        (BodyLimit, {"max_bytes": settings.max_body_bytes}),
+        # Every 503 answered inside it says when to retry: FailureAnswer's included.
+        (limits.RetryAfter, {}),
+        # Replaces BentoML's bare 500 of a failed batch and 503 of a refused request with
+        # answers naming them; inside RetryAfter, so its 503 gains Retry-After.
+        (FailureAnswer, {"max_latency_ms": settings.max_latency_ms}),
+        # Only touches GET /metrics: drops dead workers' gauges before BentoML answers it.
+        (ForgetDeadWorkers, {}),
+    ]
+
+
+for _middleware, _options in middlewares():
+    ImageClassifier.add_asgi_middleware(_middleware, **_options)
+
+
+def describe(stored: bentoml.Model, metadata: ModelMetadata, loaded: Loaded) -> dict[str, Any]:
+    """What ``GET /model`` answers: the model, its stage and metadata, and how it is served."""
+    predictor = loaded.predictor
+    return {
+        "tag": str(stored.tag),
+        "stage": recorded_stage(stored.tag),
+        "requested": settings.model,
+        "created": stored.info.creation_time.isoformat(),
+        **public_metadata(metadata),
+        "serving": {
+            "device": str(predictor.device),
+            "precision": predictor.precision,
+            "precision_reason": loaded.precision_reason,
+            "compiled": settings.compile,
+            "gpu_decode": settings.gpu_decode,
+            "max_batch_size": settings.max_batch_size,
+            "forward_batch": predictor.forward_batch or settings.max_batch_size,
+            "forward_batch_reason": loaded.forward_batch_reason,
+            "max_latency_ms": settings.max_latency_ms,
+            "workers": settings.workers,
+            "max_concurrency": settings.max_concurrency,
+            "decode_threads": settings.decode_slots(),
+            "max_images": settings.max_images,
+            "max_body_bytes": settings.max_body_bytes,
+        },
+    }
 
 
 def public_metadata(metadata: ModelMetadata) -> dict:
@@ -264,18 +325,18 @@ def public_name(source: str) -> str:
     return source
 
 
-def _choose_precision(predictor: Predictor) -> str:
-    """Why ``predictor`` runs in its precision; auto on a CPU decides here (bf16 or fp32)."""
-    if settings.precision != "auto":
-        return f"VISIONTUNE_PRECISION={settings.precision}"
-    if predictor.device.type != "cpu":
-        return "auto: the GPU's half precision (bf16 where supported, else fp16)"
-    choice = choose_cpu_precision(predictor, cpu_has_native_bf16())
-    predictor.autocast_dtype = choice.autocast_dtype
-    return choice.reason
-
-
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    gpu_has_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    name = settings.autocast_dtype(device.type, gpu_has_bf16)
-    return getattr(torch, name) if name else None
+def choose_precision(predictor: Predictor) -> PrecisionChoice:
+    """The autocast dtype ``predictor`` is to serve in (None: fp32) and why; the caller
+    applies it. auto on a CPU decides by running ``predictor`` in both precisions
+    (``contract.precision``), which leaves it as it was."""
+    device = predictor.device.type
+    if settings.precision == "auto" and device == "cpu":
+        return choose_cpu_precision(predictor, cpu_has_native_bf16())
+    gpu_has_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    name = settings.autocast_dtype(device, gpu_has_bf16)
+    dtype = getattr(torch, name) if name else None
+    if settings.precision == "auto":
+        return PrecisionChoice(
+            dtype, "auto: the GPU's half precision (bf16 where supported, else fp16)"
+        )
+    return PrecisionChoice(dtype, f"VISIONTUNE_PRECISION={settings.precision}")
