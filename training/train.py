@@ -107,7 +107,7 @@ def train(
     """
     with StopRequests() if stop is None else nullcontext(stop) as stop:
         run = prepare(config, data, before_save, stop)
-        state, accelerator = run.state, run.accelerator
+        state, accelerator, config = run.state, run.accelerator, run.config
         last = state.epoch if state.done else config.epochs  # done: resumed for the save
         with stop.loop():
             for epoch in track(
