@@ -48,7 +48,7 @@ lint: $(BIN)/.installed
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 
-# Container image and local deployment (deploy/, README "Deploy"): podman,
+# Container image and local deployment (deploy/, docs/operations.md): podman,
 # buildah and the offline checkers are installed on first use.
 TOOLS := .venv-tools
 

@@ -3,8 +3,8 @@
 ``python -m benchmarks.load [--seconds 300] [--quick]`` trains a tiny digits
 model like the one the service tests use (a ResNet at 16 px, one epoch, into the
 benchmark's own model store), serves it with ``bentoml serve`` as configured by default, and runs
-closed-loop clients on it (``tests.support.load``, the load client of
-tests/service/test_load.py, which runs the same scenarios for 30 s):
+closed-loop clients on it (``benchmarks.loadgen``, the load client
+tests/service/test_load.py also runs, for 30 s):
 
 - sustained: 64 clients for ``--seconds`` (after 5 s of warm-up): status counts,
   latency percentiles, memory (unique set size of the server's processes) in the
@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from benchmarks.common import parser, write_result
-from tests.support.load import Phase, growth, run_phases, summarize, windows
-from tests.support.servers import serving, total, wait_for_workers
+from benchmarks.loadgen import Phase, growth, run_phases, summarize, windows
+from visiontune.localserver import serving, total
 
 SUSTAINED_CLIENTS = 64
 BURST_CLIENTS = 256
@@ -54,14 +54,17 @@ def train_digits_model(work: Path) -> str:
     return str(train(config).tag)
 
 
-def digit_payloads() -> list[bytes]:
+def digit_payloads(per_digit: int = 4) -> list[bytes]:
+    """The first ``per_digit`` images of each digit, as PNG files."""
     import io
 
-    from tests.support.images import digit_images
+    from training.embedded import read_digits
 
-    payloads = []
-    for digit in range(10):
-        for image in digit_images(digit, 4):
+    splits, *_ = read_digits()
+    payloads, taken = [], dict.fromkeys(range(10), 0)
+    for image, digit in splits["train"]:
+        if taken[digit] < per_digit:
+            taken[digit] += 1
             buffer = io.BytesIO()
             image.save(buffer, "PNG")
             payloads.append(buffer.getvalue())
@@ -146,14 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         tag = train_digits_model(work)
         payloads = digit_payloads()
         env = {"VISIONTUNE_MODEL": tag}
-        for home in ("home-one", "home-two"):
-            (work / home).mkdir()
-        with serving(work / "home-one", env) as server:
+        with serving(env, work / "serve-one.log") as server:
             result_sustained = sustained(server, payloads, seconds)
             result_burst = burst(server, payloads, after_s=10 if args.quick else 30)
             max_concurrency = server.client.get("/model").json()["serving"]["max_concurrency"]
-        with serving(work / "home-two", {**env, "VISIONTUNE_WORKERS": "2"}) as server:
-            wait_for_workers(server, 2)
+        with serving({**env, "VISIONTUNE_WORKERS": "2"}, work / "serve-two.log") as server:
+            server.wait_for_workers(2)
             result_killed = worker_killed(server, payloads, 20 if args.quick else 40)
     result = {
         "model": "a ResNet trained on the digits at 16 px for one epoch",

@@ -49,8 +49,6 @@ import asyncio
 import io
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -73,6 +71,8 @@ from benchmarks.common import (
     rotations,
     write_result,
 )
+from visiontune.localserver import stop_process_group
+from visiontune.ports import free_port
 
 CONCURRENCY = [1, 8, 32, 64]
 BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64]
@@ -281,7 +281,7 @@ def _device_env(device: str) -> dict[str, str]:
 class Server:
     def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path):
         self.name, self.command, self.env, self.log = name, command, env, log
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
@@ -351,14 +351,8 @@ class Server:
             return ""
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
+        if self.process is not None:
+            stop_process_group(self.process)
 
 
 def make_servers(
@@ -703,12 +697,6 @@ def _ints(text: str) -> list[int]:
 
 def _torch_dtype(name: str) -> str:
     return {"bf16": "bfloat16", "fp16": "float16"}[name]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":

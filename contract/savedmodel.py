@@ -13,11 +13,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-DEFAULT_MODEL_NAME = "visiontune-classifier"
-MODEL_ENV = "VISIONTUNE_MODEL"
-DEFAULT_MODEL_TAG = f"{DEFAULT_MODEL_NAME}@production"
-CONFIG_FILENAME = "visiontune.json"
-
 
 class Stage(StrEnum):
     """Where a stored version is in its lifecycle (recorded by ``contract.stages``)."""
@@ -25,6 +20,17 @@ class Stage(StrEnum):
     candidate = "candidate"
     production = "production"
     archived = "archived"
+
+
+def production_ref(name: str) -> str:
+    """``NAME@production``: the reference to the one version of ``name`` serving."""
+    return f"{name}@{Stage.production}"
+
+
+DEFAULT_MODEL_NAME = "visiontune-classifier"
+MODEL_ENV = "VISIONTUNE_MODEL"
+DEFAULT_MODEL_TAG = production_ref(DEFAULT_MODEL_NAME)
+CONFIG_FILENAME = "visiontune.json"
 
 
 class Metrics(BaseModel):

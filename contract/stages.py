@@ -109,12 +109,6 @@ def resolve(ref: str) -> bentoml.Tag:
         raise StageError(f"{ref!r} is not a model reference: {err}") from None
 
 
-def stage_of(tag: bentoml.Tag | str) -> Stage:
-    """The recorded stage of a stored version."""
-    tag = bentoml.Tag.from_taglike(tag)
-    return read_record(tag.name).stage(str(tag.version))
-
-
 def recorded_stage(tag: bentoml.Tag | str) -> Stage | None:
     """The stage this store records for a version; None where it records none for the name
     (nothing promoted yet, or a built bento, which packs models without the registry)."""

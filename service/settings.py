@@ -1,8 +1,11 @@
 """Serving knobs, read from ``VISIONTUNE_*`` environment variables and validated once.
 
-They are read when the service module is imported, because BentoML takes the
-batching parameters and the worker count from the decorators. A bad value stops
-``bentoml serve`` at start-up with the variable's name in the message.
+They are read when the service module is imported (the first use of
+``settings``), because BentoML takes the batching parameters and the worker count
+from the decorators. A bad value stops ``bentoml serve`` at start-up with the
+variable's name in the message. The defaults are the fields' own: the client
+(``visiontune.client``) reads them from ``Settings`` without reading the
+environment.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ class Settings(BaseModel):
         64,
         ge=1,
         description="Most requests in flight per server, shared by its workers; more are "
-        "answered 503 with Retry-After at once (README, Memory).",
+        "answered 503 with Retry-After at once (docs/serving.md, 'Memory').",
     )
     decode_threads: int | None = Field(
         None,
@@ -170,7 +173,7 @@ class Settings(BaseModel):
         return self.decode_threads or max(1, (cpus or available_cpus()) // self.workers)
 
     def memory_ceiling(self, model_bytes: int, batch_bytes_per_image: int, cpus: int) -> int:
-        """The most memory the server can use, in bytes (README, "Memory"): per worker, the
+        """The most memory the server can use, in bytes (docs/serving.md, "Memory"): per worker, the
         model and runtime, a full batch, every decode slot holding the largest image, and
         every request in flight holding a body of the largest size twice (read, then decoded)."""
         requests = math.ceil(self.max_concurrency / self.workers)
@@ -242,4 +245,9 @@ def available_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     return max(1, min(count, math.ceil(int(quota) / int(period))))
 
 
-settings = Settings.from_env()
+def __getattr__(name: str) -> Settings:
+    """``settings``: the server's, read from the environment once, on first use."""
+    if name != "settings":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()["settings"] = Settings.from_env()
+    return globals()["settings"]

@@ -7,8 +7,9 @@ atomic rename. A process killed at any moment (SIGKILL, out of memory, power
 loss) leaves the previous checkpoint or the new one, complete.
 
 A checkpoint holds Accelerate's state (model, optimizer, scheduler, random
-generators of every process), the loop's progress, each process's losses of the
-current epoch, the best weights so far, and the config it was trained with.
+generators of every process), the loop's ``RunState`` (its best weights in a file
+of their own), each process's losses of the current epoch, and the config it was
+trained with.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -29,6 +31,23 @@ STAGED_LINK = ".checkpoint-link"  # the new link, until it is renamed over the o
 NOT_COMPARED = {"resume", "resume_if_present", "checkpoint_every", "workers", "report_to"}
 
 
+@dataclass
+class RunState:
+    """Where a training run stands; every checkpoint holds it, so ``--resume`` continues."""
+
+    epoch: int = 0  # epochs completed
+    batches_done: int = 0  # batches of epoch ``epoch`` already trained: a resumed run skips them
+    history: list[dict] = field(default_factory=list)  # one row per completed epoch
+    best: list[float] | None = None  # the best epoch's score: validation metric, then loss
+    bad: int = 0  # epochs since the best one (early stopping counts them)
+    done: bool = False  # training is over: what is left is the final save
+    best_weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # on the CPU
+
+    def to_json(self) -> str:
+        saved = [f.name for f in fields(self) if f.name != "best_weights"]
+        return json.dumps({name: getattr(self, name) for name in saved})
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a complete checkpoint to resume from."""
     return (checkpoint_path(run_dir) / "progress.json").exists()
@@ -39,7 +58,7 @@ def checkpoint_path(run_dir: Path) -> Path:
 
 
 def save_checkpoint(
-    accelerator, run_dir: Path, config: TrainConfig, progress: dict, best, losses: list[float]
+    accelerator, run_dir: Path, config: TrainConfig, state: RunState, losses: list[float]
 ) -> Path:
     """Write a checkpoint next to the current one, then point ``RUN/checkpoint`` at it."""
     slot = run_dir / _free_slot(run_dir)
@@ -49,10 +68,10 @@ def save_checkpoint(
     accelerator.save_state(str(slot))
     (slot / f"losses_{accelerator.process_index}.json").write_text(json.dumps(losses))
     if accelerator.is_main_process:
-        (slot / "progress.json").write_text(json.dumps(progress))
-        (slot / "config.json").write_text(config.model_dump_json(exclude=NOT_COMPARED))
-        if best is not None:
-            torch.save(best, slot / "best_weights.pt")
+        (slot / "progress.json").write_text(state.to_json())
+        (slot / "config.json").write_text(json.dumps(config.recorded(NOT_COMPARED, mode="json")))
+        if state.best_weights is not None:
+            torch.save(state.best_weights, slot / "best_weights.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _flush(slot)
@@ -61,8 +80,9 @@ def save_checkpoint(
     return checkpoint_path(run_dir)
 
 
-def load_progress(run_dir: Path, config: TrainConfig) -> dict:
-    """The interrupted run's progress, refused if it was trained with other flags."""
+def load_progress(run_dir: Path, config: TrainConfig) -> RunState:
+    """The interrupted run's state (its best weights come with ``load_checkpoint``), refused
+    if it was trained with other flags."""
     path = checkpoint_path(run_dir)
     if not has_checkpoint(run_dir):
         raise FileNotFoundError(f"--resume: no checkpoint in {path}; run without --resume")
@@ -71,7 +91,7 @@ def load_progress(run_dir: Path, config: TrainConfig) -> dict:
         raise ValueError(
             f"--resume: the flags differ from the interrupted run's ({path / 'config.json'})"
         )
-    return json.loads((path / "progress.json").read_text())
+    return RunState(**json.loads((path / "progress.json").read_text()))
 
 
 def load_checkpoint(accelerator, run_dir: Path):
@@ -101,8 +121,6 @@ def _free_slot(run_dir: Path) -> str:
 
 def _point_link(run_dir: Path, target: str) -> None:
     link, staged = checkpoint_path(run_dir), run_dir / STAGED_LINK
-    if link.is_dir() and not link.is_symlink():
-        shutil.rmtree(link)  # a plain folder (written by an older visiontune) cannot be swapped
     staged.unlink(missing_ok=True)
     staged.symlink_to(target)
     os.replace(staged, link)

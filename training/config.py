@@ -7,6 +7,7 @@ model.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal, Self
 
@@ -16,6 +17,24 @@ from contract.savedmodel import DEFAULT_MODEL_NAME
 
 Strategy = Literal["linear", "partial", "full", "lora"]
 Augment = Literal["none", "light", "strong", "randaugment", "trivialaugment"]
+# Fields only one strategy reads: given with another, they are refused; the config
+# recorded with a model (and in a checkpoint) leaves out those of other strategies.
+STRATEGY_FIELDS = {
+    "unfreeze_blocks": "partial",
+    "lora_rank": "lora",
+    "lora_alpha": "lora",
+    "layer_decay": "full",
+}
+
+
+def default_workers() -> int:
+    """Loader processes for a streaming set: the cores this process may use, less one
+    for the training loop itself, at most 8 (past that, decoding rarely is the limit)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores - 1))
 
 
 class TrainConfig(BaseModel):
@@ -41,12 +60,12 @@ class TrainConfig(BaseModel):
         description="linear: train the head only; partial: the last N blocks + head; "
         "full: everything; lora: low-rank adapters (merged into the weights at save) + head.",
     )
-    unfreeze_blocks: int | None = Field(
-        None, ge=1, description="Blocks trained by --strategy partial (default 2)."
-    )
-    lora_rank: int | None = Field(None, ge=1, description="LoRA rank (--strategy lora, default 8).")
-    lora_alpha: float | None = Field(
-        None, gt=0, description="LoRA scaling alpha (--strategy lora, default 2 x rank)."
+    unfreeze_blocks: int = Field(2, ge=1, description="Blocks trained by --strategy partial.")
+    lora_rank: int = Field(8, ge=1, description="LoRA rank (--strategy lora).")
+    lora_alpha: float = Field(
+        default_factory=lambda values: 2.0 * values["lora_rank"],
+        gt=0,
+        description="LoRA scaling alpha (--strategy lora); default: 2 x --lora-rank.",
     )
     layer_decay: float | None = Field(
         None,
@@ -67,7 +86,7 @@ class TrainConfig(BaseModel):
         "light",
         description="Augmentation of training batches: none; light (a random resized crop, "
         "small rotation/shift/shear, brightness/contrast jitter); strong (wider ranges, blur, "
-        "random erasing); randaugment; trivialaugment. The README says what each does.",
+        "random erasing); randaugment; trivialaugment. docs/training.md says what each does.",
     )
     flip: bool = Field(
         False,
@@ -163,8 +182,8 @@ class TrainConfig(BaseModel):
         description="Minutes between checkpoints in the run folder, so a killed run loses at most "
         "that much (0: only when stopped by Ctrl-C or SIGTERM).",
     )
-    workers: int | None = Field(
-        None,
+    workers: int = Field(
+        default_factory=default_workers,
         ge=0,
         description="Loader processes decoding images when they do not fit the in-memory "
         "cache (0: decode in the training process); default: the usable CPU cores less one, "
@@ -178,14 +197,9 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:
-        only_for = {
-            "unfreeze_blocks": "partial",
-            "lora_rank": "lora",
-            "lora_alpha": "lora",
-            "layer_decay": "full",
-        }
-        for field, strategy in only_for.items():
-            if getattr(self, field) is not None and self.strategy != strategy:
+        for field, strategy in STRATEGY_FIELDS.items():
+            given = field in self.model_fields_set and getattr(self, field) is not None
+            if given and self.strategy != strategy:
                 flag = "--" + field.replace("_", "-")
                 raise ValueError(
                     f"{flag} applies to --strategy {strategy} only; "
@@ -224,14 +238,8 @@ class TrainConfig(BaseModel):
     def run_dir(self) -> Path:
         return self.output_dir or Path("runs") / self.name
 
-    @property
-    def resolved_blocks(self) -> int:
-        return self.unfreeze_blocks or 2
-
-    @property
-    def resolved_lora_rank(self) -> int:
-        return self.lora_rank or 8
-
-    @property
-    def resolved_lora_alpha(self) -> float:
-        return self.lora_alpha or 2.0 * self.resolved_lora_rank
+    def recorded(self, exclude: set[str] = frozenset(), **dump) -> dict:
+        """The config as recorded (with a model, in a checkpoint, for a tracker): every field
+        but those of other strategies than this one's and ``exclude``."""
+        others = {field for field, strategy in STRATEGY_FIELDS.items() if strategy != self.strategy}
+        return self.model_dump(exclude=others | set(exclude), **dump)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -27,13 +26,14 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from contract.images import ImageError, Preprocessing, decode_image, to_rgb
-from training.config import TrainConfig
+from training.config import TrainConfig, default_workers
 from training.embedded import READERS as EMBEDDED
 from training.embedded import EmbeddedDataMissing
+from training.errors import first_line
 
 log = logging.getLogger(__name__)
 
-CACHE_LIMIT_BYTES = 4 << 30  # decoded images kept in memory up to this size
+CACHE_LIMIT_BYTES = 4 * 2**30  # 4 GiB: decoded images kept in memory up to this size
 
 SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
 Example = tuple[Any, int]
@@ -199,8 +199,8 @@ def failure_reason(err: Exception) -> str:
         return str(err)
     if isinstance(err, OSError) and err.strerror:
         return f"cannot read ({err.strerror})"
-    detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"decoder failed ({type(err).__name__}{': ' + detail if detail else ''})"
+    detail = f": {first_line(err)}" if str(err).strip() else ""
+    return f"decoder failed ({type(err).__name__}{detail})"
 
 
 def _is_hf_dataset_folder(path: Path) -> bool:
@@ -225,8 +225,7 @@ def _read_hf(config: TrainConfig, path: Path | None):
         else:
             loaded = datasets.load_dataset(str(path or config.data))
     except Exception as err:  # datasets raises many types; the user needs one line
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"--data {config.data}: cannot load dataset ({first_line})") from None
+        raise DataError(f"--data {config.data}: cannot load dataset ({first_line(err)})") from None
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     splits = {SPLIT_NAMES[s]: ds for s, ds in loaded.items() if s in SPLIT_NAMES}
@@ -415,16 +414,6 @@ def _describe_source(source: Any) -> str:
     if isinstance(source, Image.Image | np.ndarray):
         return "an embedded image"
     return str(source)
-
-
-def default_workers() -> int:
-    """Loader processes for a streaming set: the cores this process may use, less one
-    for the training loop itself, at most 8 (past that, decoding rarely is the limit)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores - 1))
 
 
 def make_loader(

@@ -21,6 +21,7 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 from contract.images import Preprocessing
 from contract.predictor import Predictor
 from contract.savedmodel import Metrics
+from training.markdown import table_cell
 from training.mistakes import (
     Mistake,
     Predictions,
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 MISTAKES_PLOT = "worst_mistakes.png"
 MOST_CONFUSED_ROWS = 20  # pairs listed in report.md; report.json has them all
+ECE_BINS = 15
+# A fitted temperature is kept within this range: past it, a tiny or degenerate validation
+# set (every image right at full confidence) would make served scores all 0 or 1.
+TEMPERATURE_RANGE = (0.05, 20.0)
 
 
 @dataclass
@@ -55,6 +60,13 @@ class Evaluation:
         }
 
 
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """ECE over ``ECE_BINS`` equal-width confidence bins (the usual 15, as in Guo et al.)."""
+    return float(
+        multiclass_calibration_error(probs, labels, num_classes=probs.shape[1], n_bins=ECE_BINS)
+    )
+
+
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """The temperature minimising validation NLL (optimised in log space, so it stays > 0)."""
     logits, labels = logits.detach().float().clone(), labels.detach().clone()
@@ -68,7 +80,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 20.0))
+    return float(log_t.detach().exp().clamp(*TEMPERATURE_RANGE))
 
 
 def evaluate_logits(
@@ -87,7 +99,7 @@ def evaluate_logits(
         accuracy=float(accuracy_score(truth, predicted)),
         macro_f1=float(np.mean(f1)),
         per_class_f1=dict(zip(names, map(float, f1), strict=True)),
-        ece=float(multiclass_calibration_error(probs, labels, num_classes=len(names), n_bins=15)),
+        ece=expected_calibration_error(probs, labels),
         nll=float(F.cross_entropy(logits, labels)),
         n=len(truth),
     )
@@ -106,9 +118,7 @@ def calibration(logits: torch.Tensor, labels: torch.Tensor, temperature: float) 
     def scores(t: float) -> dict[str, float]:
         probs = (logits / t).softmax(dim=-1)
         return {
-            "ece": float(
-                multiclass_calibration_error(probs, labels, num_classes=logits.shape[1], n_bins=15)
-            ),
+            "ece": expected_calibration_error(probs, labels),
             "nll": float(F.cross_entropy(logits / t, labels)),
         }
 
@@ -165,11 +175,6 @@ def _plot_style(labels: list[str]) -> dict:
     return {"font.family": families, "text.parse_math": False}
 
 
-def _cell(text: str) -> str:
-    """A label as one markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
 def _markdown(summary: dict, history: list[dict]) -> str:
     lines = [f"# {summary.get('tag', 'evaluation')}", ""]
     for key in ("backbone", "strategy", "temperature", "dataset_fingerprint"):
@@ -199,7 +204,7 @@ def _markdown(summary: dict, history: list[dict]) -> str:
     m = summary[split]
     for label, f1 in m["per_class_f1"].items():
         lines.append(
-            f"| {_cell(label)} | {m['per_class_precision'][label]:.3f} "
+            f"| {table_cell(label)} | {m['per_class_precision'][label]:.3f} "
             f"| {m['per_class_recall'][label]:.3f} | {f1:.3f} |"
         )
     lines += _mistake_lines(split, m)
@@ -232,7 +237,7 @@ def _mistake_lines(split: str, found: dict) -> list[str]:
         lines += ["| true | predicted | images |", "| --- | --- | --- |"]
         for pair in confused[:MOST_CONFUSED_ROWS]:
             lines.append(
-                f"| {_cell(pair['true'])} | {_cell(pair['predicted'])} | {pair['count']} |"
+                f"| {table_cell(pair['true'])} | {table_cell(pair['predicted'])} | {pair['count']} |"
             )
         if len(confused) > MOST_CONFUSED_ROWS:
             lines += ["", f"{len(confused) - MOST_CONFUSED_ROWS} more pairs in report.json."]
@@ -249,8 +254,8 @@ def _mistake_lines(split: str, found: dict) -> list[str]:
         ]
         for mistake in mistakes:
             lines.append(
-                f"| {_cell(mistake['image'])} | {_cell(mistake['true'])} "
-                f"| {_cell(mistake['predicted'])} | {mistake['score']:.3f} | {mistake['loss']:.3f} |"
+                f"| {table_cell(mistake['image'])} | {table_cell(mistake['true'])} "
+                f"| {table_cell(mistake['predicted'])} | {mistake['score']:.3f} | {mistake['loss']:.3f} |"
             )
     return lines
 

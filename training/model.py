@@ -21,6 +21,7 @@ from contract.images import Preprocessing
 from contract.portable import make_portable
 from training.augment import largest_side
 from training.config import TrainConfig
+from training.errors import first_line
 from training.pretrained import SourceError
 from training.pretrained import resolve as resolve_source
 
@@ -49,7 +50,7 @@ def create_model(
     except ValueError as err:
         raise BackboneError(
             f"--backbone {backbone}: {config.model_type} has no image-classification model "
-            f"in transformers ({_first_line(err)})"
+            f"in transformers ({first_line(err)})"
         ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -67,7 +68,7 @@ def load_backbone_config(backbone: str):
     try:
         return source, AutoConfig.from_pretrained(source, trust_remote_code=False)
     except Exception as err:  # OSError, ValueError, hub errors: all mean "cannot load"
-        raise BackboneError(f"--backbone {backbone}: cannot load ({_first_line(err)})") from None
+        raise BackboneError(f"--backbone {backbone}: cannot load ({first_line(err)})") from None
 
 
 def _check_local(backbone: str) -> str:
@@ -134,7 +135,7 @@ def apply_strategy(model: nn.Module, config: TrainConfig) -> Trainable:
     for param in head:
         param.requires_grad_(True)
     if config.strategy == "partial":
-        for param in _tail_parameters(model, config.resolved_blocks):
+        for param in _tail_parameters(model, config.unfreeze_blocks):
             param.requires_grad_(True)
     trainable = [p for p in model.parameters() if p.requires_grad]
     return Trainable(model, [{"params": trainable, "lr": config.lr}])
@@ -198,8 +199,8 @@ def _lora(model: nn.Module, config: TrainConfig) -> Trainable:
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
-        r=config.resolved_lora_rank,
-        lora_alpha=config.resolved_lora_alpha,
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
         target_modules=_lora_targets(model),
         modules_to_save=list(head_modules(model)),
     )
@@ -268,14 +269,3 @@ def _model_size(model: nn.Module) -> tuple[int, int] | None:
     if isinstance(size, int) and hasattr(model.config, "patch_size"):
         return (size, size)
     return None
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    return sum(p.numel() for p in model.parameters() if p.requires_grad), total

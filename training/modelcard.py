@@ -15,6 +15,7 @@ from huggingface_hub import ModelCardData
 
 from contract.images import Preprocessing
 from contract.savedmodel import Metrics, ModelMetadata
+from training.markdown import table_cell
 
 CARD_FILENAME = "README.md"
 
@@ -29,7 +30,7 @@ def model_card(tag: str, metadata: ModelMetadata, preprocessing: Preprocessing) 
     ).to_yaml()
     sections = [
         f"---\n{header}\n---",
-        f"# {_cell(tag)}",
+        f"# {table_cell(tag)}",
         _overview(metadata, preprocessing),
         _labels(metadata),
         _metrics(metadata),
@@ -73,7 +74,7 @@ def _policy(preprocessing: Preprocessing) -> str:
 
 def _labels(metadata: ModelMetadata) -> str:
     rows = [
-        f"| {i} | {_cell(name)} | {metadata.label_counts.get(name, 0)} |"
+        f"| {i} | {table_cell(name)} | {metadata.label_counts.get(name, 0)} |"
         for i, name in enumerate(metadata.labels)
     ]
     return "\n".join(
@@ -102,7 +103,7 @@ def _metrics(metadata: ModelMetadata) -> str:
     ]
     for label in metadata.labels:
         scores = " | ".join(f"{m.per_class_f1.get(label, 0.0):.4f}" for _, m in splits)
-        lines.append(f"| {_cell(label)} | {scores} |")
+        lines.append(f"| {table_cell(label)} | {scores} |")
     return "\n".join(lines)
 
 
@@ -122,7 +123,7 @@ def _calibration(metadata: ModelMetadata) -> str:
 
 
 def _use_and_limits(metadata: ModelMetadata) -> str:
-    labels = ", ".join(_cell(name) for name in metadata.labels)
+    labels = ", ".join(table_cell(name) for name in metadata.labels)
     return "\n".join(
         [
             "## Intended use and limitations",
@@ -157,11 +158,6 @@ with torch.inference_mode():
 print(model.config.id2label[int(scores.argmax())], float(scores.max()))
 ```"""
     return "\n".join(["## How to use it", "", "With transformers alone:", "", code])
-
-
-def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell or heading."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 def _is_hub_id(backbone: str) -> bool:

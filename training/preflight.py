@@ -15,6 +15,8 @@ from pathlib import Path
 
 from torch import nn
 
+from training.errors import first_line
+
 MB = 1 << 20
 
 
@@ -69,5 +71,4 @@ def describe(err: BaseException) -> str:
     """A short reason for an error, with the path when the OS gave one."""
     if isinstance(err, OSError) and err.strerror:
         return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    return first_line(err)

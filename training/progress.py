@@ -38,7 +38,7 @@ class Progress:
         leave: bool = True,
     ):
         self.total, self.description, self.unit = total, description, unit
-        self.done = self.initial = initial
+        self.done = self.initial = self.done_at_line = initial
         self.started = self.last_line = time.monotonic()
         self.bar = None
         self.lines = show and lines
@@ -58,12 +58,12 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        elif self.lines:
+        elif self.lines and self.done != self.done_at_line:  # not the line just written again
             self.line()
 
     def line(self, extra: str = "") -> None:
         """One plain line: how far, how fast (and ``extra``)."""
-        self.last_line = time.monotonic()
+        self.last_line, self.done_at_line = time.monotonic(), self.done
         rate = (self.done - self.initial) / max(self.last_line - self.started, 1e-9)
         total = f"/{self.total}" if self.total is not None else ""
         print(

@@ -57,7 +57,7 @@ def log_epoch(accelerator: Accelerator, row: dict) -> None:
 
 def hyperparameters(config: TrainConfig) -> dict[str, int | float | str | bool]:
     """The config as scalars, as every tracker takes them (lists joined, unset left out)."""
-    values = config.model_dump(mode="json", exclude={"resume"})
+    values = config.recorded({"resume"}, mode="json")
     return {
         key: ",".join(map(str, value)) if isinstance(value, list) else value
         for key, value in values.items()

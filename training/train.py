@@ -3,13 +3,19 @@
 ``train(config)`` reads the data, swaps in a new head, trains what the strategy
 says with AdamW + warm-up/cosine, keeps the best validation weights (early
 stopping), fits a temperature, evaluates, and saves the model into the BentoML
-store. Hugging Face Accelerate handles devices, mixed precision, gradient
-accumulation and data parallelism (``accelerate launch`` / ``torchrun``).
-A checkpoint is written every ``--checkpoint-every`` minutes and when Ctrl-C or
-SIGTERM stops the run (``training.stopping``); ``--resume`` continues from it to
-the same weights as an unbroken run. With several processes every decision to
-checkpoint or stop goes through Accelerate's trigger, so all processes take it
-at the same step and none is left waiting in a collective.
+store. ``train`` itself is the loop, on one screen; ``prepare`` builds what it
+works with (a ``Run``), ``run_epoch`` is one pass of training steps (forward,
+loss, backward, step), ``validate`` and ``select_best`` judge the epoch, and
+``finish`` calibrates, evaluates and stores the best weights. Where the run
+stands is a ``RunState`` (``training.checkpoint``).
+
+Hugging Face Accelerate handles devices, mixed precision, gradient accumulation
+and data parallelism (``accelerate launch`` / ``torchrun``). A checkpoint is
+written every ``--checkpoint-every`` minutes and when Ctrl-C or SIGTERM stops the
+run (``training.stopping``); ``--resume`` continues from it to the same weights as
+an unbroken run. With several processes every decision to checkpoint or stop goes
+through Accelerate's trigger, so all processes take it at the same step and none
+is left waiting in a collective.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ import json
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
@@ -28,6 +34,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader
 from transformers import get_cosine_schedule_with_warmup
 
 from contract.images import Preprocessing
@@ -36,6 +44,7 @@ from training import tracking
 from training.augment import BatchAugmenter, warn_if_upscaled
 from training.checkpoint import (
     NOT_COMPARED,
+    RunState,
     checkpoint_path,
     load_checkpoint,
     load_progress,
@@ -94,11 +103,70 @@ def train(
     ``before_save`` sees the finished model (adapters merged, on the CPU, in eval
     mode) and returns the metadata to store with it (``visiontune retrain`` adds
     the lineage and the gate's verdict there). ``stop`` is the caller's signal
-    handling, if any.
+    handling, if any; without it, Ctrl-C and SIGTERM are handled here.
     """
-    if stop is None:
-        with StopRequests() as own:
-            return train(config, data, before_save, own)
+    with StopRequests() if stop is None else nullcontext(stop) as stop:
+        run = prepare(config, data, before_save, stop)
+        state, accelerator, config = run.state, run.accelerator, run.config
+        last = state.epoch if state.done else config.epochs  # done: resumed for the save
+        with stop.loop():
+            for epoch in track(
+                range(state.epoch, last),
+                config.epochs,
+                "epochs",
+                unit="epoch",
+                initial=state.epoch,
+                show=accelerator.is_main_process,
+                lines=False,  # each epoch prints its own line
+            ):
+                started = time.perf_counter()
+                train_loss = run_epoch(run, epoch)
+                row, score, candidate = validate(run, epoch, train_loss, started)
+                state.history.append(row)
+                accelerator.print(_epoch_line(row, config.epochs))
+                tracking.log_epoch(accelerator, row)
+                select_best(state, score, candidate)
+                state.epoch = epoch + 1
+                if state.bad >= config.patience:
+                    accelerator.print(
+                        f"early stop: no better validation {config.metric} (or loss at the "
+                        f"same {config.metric}) in {config.patience} epochs"
+                    )
+                    break
+        keep_trained_weights(run)
+        result = finish(run)
+        accelerator.end_training()
+        return result
+
+
+@dataclass
+class Run:
+    """Everything one training run works with, built once by ``prepare``."""
+
+    config: TrainConfig
+    data: DataSplits
+    accelerator: Accelerator
+    preprocessing: Preprocessing
+    model: nn.Module  # prepared by Accelerate: wrapped for data parallelism and autocast
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_set: ImageSet
+    val_loader: DataLoader
+    loss_fn: nn.Module
+    augmenter: BatchAugmenter
+    ema: AveragedModel | None  # --ema-decay's average of the weights
+    state: RunState
+    stop: StopRequests
+    before_save: BeforeSave | None
+    timer: _Every  # --checkpoint-every
+    resumed_losses: list[float]  # this process's losses of the interrupted epoch (--resume)
+
+
+def prepare(
+    config: TrainConfig, data: DataSplits | None, before_save: BeforeSave | None, stop
+) -> Run:
+    """The data, the model with its new head, the optimizer and schedule, all prepared by
+    Accelerate; with ``--resume``, restored from the checkpoint."""
     accelerator = Accelerator(
         mixed_precision=mixed_precision(config.mixed_precision),
         gradient_accumulation_steps=config.grad_accum,
@@ -106,45 +174,24 @@ def train(
         project_dir=tracking.tracking_dir(config),
     )
     set_seed(config.seed)
-    run_dir = config.run_dir
-    resumed = load_progress(run_dir, config) if config.resume else None
-    check_writable(run_dir)  # before hours of training, not after
+    state = load_progress(config.run_dir, config) if config.resume else RunState()
+    check_writable(config.run_dir)  # before hours of training, not after
     load_backbone_config(config.backbone)  # fail on a bad --backbone before decoding the data
 
     data = data or load_data(config)
-    if config.image_size is None and (
-        size := input_size_for(config.backbone, [s for s, _ in data.train])
-    ):
-        accelerator.print(
-            f"small training images: training at {size} px, about twice their size "
-            f"(the backbone's own input is larger; --image-size chooses)"
-        )
-        config = config.model_copy(update={"image_size": size})
-    else:
-        size = None
+    config, chosen_size = _size_for_small_images(config, data, accelerator)
     model, preprocessing = create_model(config.backbone, data.labels, config.image_size)
     trainable = apply_strategy(model, config)
     model = trainable.model
-    check_free_space(run_dir, model)
-    if size is None:  # a size chosen for small images upscales them on purpose
+    check_free_space(config.run_dir, model)
+    if not chosen_size:  # a size chosen for small images upscales them on purpose
         warn_if_upscaled([source for source, _ in data.train], preprocessing, config.augment)
     train_set = ImageSet(data.train, preprocessing)
     val_loader = make_loader(
         ImageSet(data.val, preprocessing), config.batch_size, workers=config.workers
     )
-
-    steps_per_epoch = math.ceil(
-        math.ceil(len(train_set) / (config.batch_size * accelerator.num_processes))
-        / config.grad_accum
-    )
     optimizer = torch.optim.AdamW(trainable.param_groups, weight_decay=config.weight_decay)
-    optimizer_steps = steps_per_epoch * config.epochs
-    # Accelerate steps a prepared scheduler once per process for every optimizer step.
-    scheduler = get_cosine_schedule_with_warmup(
-        optimizer,
-        num_warmup_steps=int(config.warmup_ratio * optimizer_steps) * accelerator.num_processes,
-        num_training_steps=optimizer_steps * accelerator.num_processes,
-    )
+    scheduler = _warmup_cosine(optimizer, config, len(train_set), accelerator.num_processes)
     # the average copies the model before Accelerate wraps its forward (autocast)
     ema = None
     if config.ema_decay is not None:
@@ -156,140 +203,135 @@ def train(
     augmenter = make_augmenter(config, preprocessing, data, accelerator.process_index)
     if ema is not None:
         accelerator.register_for_checkpointing(ema)  # resumed with the rest of the state
-
-    progress = resumed or {"epoch": 0, "batches_done": 0, "history": [], "best": None, "bad": 0}
-    best_weights, resumed_losses = None, []
-    if resumed:
-        best_weights, resumed_losses = load_checkpoint(accelerator, run_dir)
-        stop.checkpoint = checkpoint_path(run_dir)
+    resumed_losses = []
+    if config.resume:
+        state.best_weights, resumed_losses = load_checkpoint(accelerator, config.run_dir)
+        stop.checkpoint = checkpoint_path(config.run_dir)
     timer = _Every(config.checkpoint_every)
     tracking.start(accelerator, config)
+    return Run(
+        config, data, accelerator, preprocessing, model, optimizer, scheduler, train_set,
+        val_loader, loss_fn, augmenter, ema, state, stop, before_save, timer, resumed_losses,
+    )  # fmt: skip
 
-    def checkpoint(losses: list[torch.Tensor]) -> Path:
-        kept = [float(loss) for loss in losses]
-        return save_checkpoint(accelerator, run_dir, config, progress, best_weights, kept)
 
-    with stop.loop():
-        first = progress["epoch"]
-        last = first if progress.get("done") else config.epochs  # done: resumed for the save
-        for epoch in track(
-            range(first, last),
-            config.epochs,
-            "epochs",
-            unit="epoch",
-            initial=first,
-            show=accelerator.is_main_process,
-            lines=False,  # each epoch prints its own line
-        ):
-            started = time.perf_counter()
-            loader = accelerator.prepare_data_loader(
-                make_loader(
-                    train_set,
-                    config.batch_size,
-                    order=epoch_order(config.seed, epoch, len(train_set)),
-                    workers=config.workers,
-                )
-            )
-            skip, steps = progress["batches_done"], len(loader)
-            losses = []
-            if skip:
-                loader = accelerator.skip_first_batches(loader, skip)
-                losses = [torch.tensor(x, device=accelerator.device) for x in resumed_losses]
-            train_mode(model)
-            for batch_index, (images, labels) in enumerate(
-                track(
-                    loader,
-                    steps,
-                    f"epoch {epoch + 1}",
-                    unit="step",
-                    initial=skip,
-                    show=accelerator.is_main_process,
-                    leave=False,
-                ),
-                start=skip,
-            ):
-                with accelerator.accumulate(model):
-                    pixel_values, targets = augmenter(images, labels, epoch, batch_index)
-                    logits = model(pixel_values=pixel_values).logits
-                    loss = loss_fn(logits.float(), targets)
-                    accelerator.backward(loss)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                if ema is not None and accelerator.sync_gradients:
-                    ema.update_parameters(accelerator.unwrap_model(model))
-                losses.append(loss.detach())
-                if accelerator.sync_gradients:  # never in the middle of an accumulated step
-                    progress.update(epoch=epoch, batches_done=batch_index + 1)
-                    _checkpoint_if_due(accelerator, stop, timer, partial(checkpoint, losses))
-            progress["batches_done"] = 0
-
-            val_logits, val_labels = collect_logits(model, val_loader, preprocessing, accelerator)
-            val = evaluate_logits(val_logits, val_labels, data.labels)
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": _mean_loss(losses, accelerator),
-                "val_loss": val.metrics.nll,
-                "val_accuracy": val.metrics.accuracy,
-                "val_macro_f1": val.metrics.macro_f1,
-                "lr": scheduler.get_last_lr()[-1],
-                "seconds": time.perf_counter() - started,
-            }
-            score, candidate = _score(val.metrics, config.metric), accelerator.unwrap_model(model)
-            if ema is not None:
-                ema_val = evaluate_logits(
-                    *collect_logits(ema, val_loader, preprocessing, accelerator), data.labels
-                )
-                row.update(ema_val_accuracy=ema_val.metrics.accuracy)
-                row.update(ema_val_macro_f1=ema_val.metrics.macro_f1)
-                ema_score = _score(ema_val.metrics, config.metric)
-                if _better(ema_score, score):
-                    score, candidate = ema_score, ema.module
-            progress["history"].append(row)
-            accelerator.print(_epoch_line(row, config.epochs))
-            tracking.log_epoch(accelerator, row)
-
-            if _better(score, progress["best"]):
-                progress.update(best=score, bad=0)
-                best_weights = _copy_state(candidate)
-            else:
-                progress["bad"] += 1
-            progress["epoch"] = epoch + 1
-            if progress["bad"] >= config.patience:
-                accelerator.print(
-                    f"early stop: no better validation {config.metric} (or loss at the same "
-                    f"{config.metric}) in {config.patience} epochs"
-                )
-                break
-
-    if not progress.get("done"):  # the trained weights are safe before anything else is tried
-        progress["done"] = True
-        with stop.critical():
-            stop.checkpoint = checkpoint([])
-    if _any_process(accelerator, stop.requested):
-        raise Interrupted(stop.checkpoint)
-    model = accelerator.unwrap_model(model)
-    model.load_state_dict(best_weights)
-    result = _finish(
-        model,
-        preprocessing,
-        data,
-        config,
-        progress["history"],
-        accelerator,
-        val_loader,
-        before_save,
-        stop,
+def run_epoch(run: Run, epoch: int) -> float:
+    """One pass over the training set (what is left of it on a resumed run): forward, loss,
+    backward, step; a checkpoint when one is due. The epoch's mean training loss."""
+    config, accelerator, state = run.config, run.accelerator, run.state
+    loader = accelerator.prepare_data_loader(
+        make_loader(
+            run.train_set,
+            config.batch_size,
+            order=epoch_order(config.seed, epoch, len(run.train_set)),
+            workers=config.workers,
+        )
     )
-    accelerator.end_training()
-    return result
+    skip, steps = state.batches_done, len(loader)
+    losses = []
+    if skip:
+        loader = accelerator.skip_first_batches(loader, skip)
+        losses = [torch.tensor(x, device=accelerator.device) for x in run.resumed_losses]
+    train_mode(run.model)
+    for batch_index, (images, labels) in enumerate(
+        track(
+            loader,
+            steps,
+            f"epoch {epoch + 1}",
+            unit="step",
+            initial=skip,
+            show=accelerator.is_main_process,
+            leave=False,
+        ),
+        start=skip,
+    ):
+        with accelerator.accumulate(run.model):
+            pixel_values, targets = run.augmenter(images, labels, epoch, batch_index)
+            logits = run.model(pixel_values=pixel_values).logits
+            loss = run.loss_fn(logits.float(), targets)
+            accelerator.backward(loss)
+            run.optimizer.step()
+            run.scheduler.step()
+            run.optimizer.zero_grad()
+        if run.ema is not None and accelerator.sync_gradients:
+            run.ema.update_parameters(accelerator.unwrap_model(run.model))
+        losses.append(loss.detach())
+        if accelerator.sync_gradients:  # never in the middle of an accumulated step
+            state.epoch, state.batches_done = epoch, batch_index + 1
+            checkpoint_if_due(run, losses)
+    state.batches_done = 0
+    return _mean_loss(losses, accelerator)
 
 
-def _finish(
-    model, preprocessing, data, config, history, accelerator, val_loader, before_save, stop
-) -> TrainResult:
-    """Calibrate on validation, evaluate, save to the store and write the report."""
-    val_logits, val_labels = collect_logits(model, val_loader, preprocessing, accelerator)
+def validate(
+    run: Run, epoch: int, train_loss: float, started: float
+) -> tuple[dict, list[float], nn.Module]:
+    """The epoch's row of the history, and the weights it offers as the best with their
+    score: the model's, or the weight average's when that scores better."""
+    accelerator, labels = run.accelerator, run.data.labels
+    val = evaluate_logits(
+        *collect_logits(run.model, run.val_loader, run.preprocessing, accelerator), labels
+    )
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": train_loss,
+        "val_loss": val.metrics.nll,
+        "val_accuracy": val.metrics.accuracy,
+        "val_macro_f1": val.metrics.macro_f1,
+        "lr": run.scheduler.get_last_lr()[-1],
+        "seconds": time.perf_counter() - started,
+    }
+    score, candidate = _score(val.metrics, run.config.metric), accelerator.unwrap_model(run.model)
+    if run.ema is not None:
+        ema_val = evaluate_logits(
+            *collect_logits(run.ema, run.val_loader, run.preprocessing, accelerator), labels
+        )
+        row.update(ema_val_accuracy=ema_val.metrics.accuracy)
+        row.update(ema_val_macro_f1=ema_val.metrics.macro_f1)
+        ema_score = _score(ema_val.metrics, run.config.metric)
+        if _better(ema_score, score):
+            score, candidate = ema_score, run.ema.module
+    return row, score, candidate
+
+
+def select_best(state: RunState, score: list[float], candidate: nn.Module) -> None:
+    """Keep ``candidate``'s weights if they beat the best so far; else count one more epoch
+    without progress (for early stopping)."""
+    if _better(score, state.best):
+        state.best, state.bad, state.best_weights = score, 0, _copy_state(candidate)
+    else:
+        state.bad += 1
+
+
+def checkpoint(run: Run, losses: list[torch.Tensor]) -> Path:
+    """Save the run's state now (``losses``: this process's of the current epoch)."""
+    kept = [float(loss) for loss in losses]
+    return save_checkpoint(run.accelerator, run.config.run_dir, run.config, run.state, kept)
+
+
+def keep_trained_weights(run: Run) -> None:
+    """A last checkpoint once training is over, so the best weights are safe before the
+    final save is tried; then stop if a signal asked to."""
+    if not run.state.done:
+        run.state.done = True
+        with run.stop.critical():
+            run.stop.checkpoint = checkpoint(run, [])
+    if _any_process(run.accelerator, run.stop.requested):
+        raise Interrupted(run.stop.checkpoint)
+
+
+def finish(run: Run) -> TrainResult:
+    """The best weights calibrated on validation, evaluated, saved to the store with the
+    report beside them."""
+    config, accelerator, data, preprocessing = (
+        run.config,
+        run.accelerator,
+        run.data,
+        run.preprocessing,
+    )
+    model = accelerator.unwrap_model(run.model)
+    model.load_state_dict(run.state.best_weights)
+    val_logits, val_labels = collect_logits(model, run.val_loader, preprocessing, accelerator)
     temperature = fit_temperature(val_logits, val_labels)
     val = evaluate_logits(val_logits, val_labels, data.labels, temperature)
     calibrations = {"validation": calibration(val_logits, val_labels, temperature)}
@@ -309,21 +351,53 @@ def _finish(
     tag = None
     if accelerator.is_main_process:
         model = merge_adapters(model).to("cpu").float().eval()
-        if before_save is not None:
-            metadata = before_save(model, preprocessing, metadata)
-        with stop.critical():  # a signal now waits until the model is stored whole
-            tag = _store(model, preprocessing, metadata, config, stop.checkpoint)
+        if run.before_save is not None:
+            metadata = run.before_save(model, preprocessing, metadata)
+        with run.stop.critical():  # a signal now waits until the model is stored whole
+            tag = _store(model, preprocessing, metadata, config, run.stop.checkpoint)
             summary = {
                 **_summary(str(tag), metadata, val, test, data),
                 "calibration": calibrations,
             }
-            write_report(config.run_dir, summary, history, data.labels, predictions)
+            write_report(config.run_dir, summary, run.state.history, data.labels, predictions)
             (config.run_dir / "config.json").write_text(
                 json.dumps(metadata.training_config, indent=2)
             )
             remove_checkpoint(config.run_dir)
     accelerator.wait_for_everyone()
+    history = run.state.history
     return TrainResult(tag=tag, metadata=metadata, run_dir=config.run_dir, history=history)
+
+
+def _size_for_small_images(
+    config: TrainConfig, data: DataSplits, accelerator
+) -> tuple[TrainConfig, int | None]:
+    """Without ``--image-size``, small images train at about twice their size (the size
+    chosen, or None where the backbone's own input is kept)."""
+    if config.image_size is not None:
+        return config, None
+    size = input_size_for(config.backbone, [source for source, _ in data.train])
+    if size is None:
+        return config, None
+    accelerator.print(
+        f"small training images: training at {size} px, about twice their size "
+        f"(the backbone's own input is larger; --image-size chooses)"
+    )
+    return config.model_copy(update={"image_size": size}), size
+
+
+def _warmup_cosine(optimizer, config: TrainConfig, images: int, processes: int):
+    """Linear warm-up, then a cosine to zero over every optimizer step of the run."""
+    steps_per_epoch = math.ceil(
+        math.ceil(images / (config.batch_size * processes)) / config.grad_accum
+    )
+    optimizer_steps = steps_per_epoch * config.epochs
+    # Accelerate steps a prepared scheduler once per process for every optimizer step.
+    return get_cosine_schedule_with_warmup(
+        optimizer,
+        num_warmup_steps=int(config.warmup_ratio * optimizer_steps) * processes,
+        num_training_steps=optimizer_steps * processes,
+    )
 
 
 def _store(model, preprocessing, metadata, config: TrainConfig, kept: Path) -> bentoml.Tag:
@@ -350,10 +424,11 @@ class _Every:
         return self.seconds > 0 and time.monotonic() - self.last >= self.seconds
 
 
-def _checkpoint_if_due(accelerator, stop: StopRequests, timer: _Every, save) -> None:
+def checkpoint_if_due(run: Run, losses: list[torch.Tensor]) -> None:
     """Checkpoint when any process was asked to stop or the main one's timer is due; then stop
     if asked. Every process calls this at the same steps, and Accelerate's trigger (one
     all-reduce) makes their decisions one, so they all save and stop at the same step."""
+    accelerator, stop, timer = run.accelerator, run.stop, run.timer
     if accelerator.num_processes == 1:  # no one to agree with: no all-reduce, no device sync
         if not (stop.requested or timer.due()):
             return
@@ -364,7 +439,7 @@ def _checkpoint_if_due(accelerator, stop: StopRequests, timer: _Every, save) -> 
             return
     stopping = _any_process(accelerator, stop.requested)
     with stop.critical():
-        stop.checkpoint = save()
+        stop.checkpoint = checkpoint(run, losses)
     timer.reset()
     if stopping:
         raise Interrupted(stop.checkpoint)
@@ -430,13 +505,10 @@ def _score(metrics, metric: str) -> list[float]:
     return [getattr(metrics, metric), metrics.nll]
 
 
-def _better(score: list[float], best: list[float] | float | None) -> bool:
-    """A higher metric, or the same metric at a lower loss (a checkpoint that recorded the
-    best metric alone, as a number, ranks by the metric)."""
+def _better(score: list[float], best: list[float] | None) -> bool:
+    """A higher metric, or the same metric at a lower loss."""
     if best is None:
         return True
-    if isinstance(best, int | float):
-        best = [best, math.inf]
     return score[0] > best[0] or (score[0] == best[0] and score[1] < best[1])
 
 
@@ -476,12 +548,8 @@ def _metadata(
 
 
 def _resolved_config(config: TrainConfig, data: DataSplits) -> dict:
-    resolved = config.model_dump(mode="json", exclude=NOT_COMPARED)
+    resolved = config.recorded(NOT_COMPARED, mode="json")
     resolved["output_dir"] = str(config.run_dir)
-    if config.strategy == "partial":
-        resolved["unfreeze_blocks"] = config.resolved_blocks
-    if config.strategy == "lora":
-        resolved.update(lora_rank=config.resolved_lora_rank, lora_alpha=config.resolved_lora_alpha)
     resolved["skipped_files"] = [f"{path}: {reason}" for path, reason in data.skipped]
     resolved["given_split"] = data.given_split
     return {key: value for key, value in resolved.items() if value is not None}

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from service.settings import Settings
 from visiontune.errors import CommandError
 
 DEFAULT_URL = "http://127.0.0.1:3000"
@@ -32,8 +33,8 @@ MAX_RETRY_AFTER_S = 10.0
 PART_OVERHEAD_BYTES = 1024
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # the variables the service reads its token from (service.auth), read here the same way
-TOKEN_ENV = "VISIONTUNE_API_TOKEN"
-TOKEN_FILE_ENV = "VISIONTUNE_API_TOKEN_FILE"
+TOKEN_ENV = Settings.model_fields["api_token"].alias
+TOKEN_FILE_ENV = Settings.model_fields["api_token_file"].alias
 
 
 class ClientError(CommandError):
@@ -133,9 +134,9 @@ def check_ready(client: httpx.Client, url: str) -> None:
 class RequestLimits:
     """How much one request may carry: the service's own defaults unless it says otherwise."""
 
-    max_images: int = 64
-    max_body_bytes: int = 32 * 1024 * 1024
-    max_batch_size: int = 32
+    max_images: int = Settings.model_fields["max_images"].default
+    max_body_bytes: int = Settings().max_body_bytes
+    max_batch_size: int = Settings.model_fields["max_batch_size"].default
 
     def files_per_request(self, concurrency: int) -> int:
         """Files per request so that ``concurrency`` requests in flight fill one batch: the
@@ -190,8 +191,9 @@ def _file_size(path: Path) -> int:
         return 0
 
 
-def classify(client: httpx.Client, files: list[Path], top_k: int) -> list[dict]:
-    """Answers for ``files`` in order; files the service refuses are dropped and retried without."""
+def classify(client: httpx.Client, files: list[Path], top_k: int | None = None) -> list[dict]:
+    """Answers for ``files`` in order; files the service refuses are dropped and retried without.
+    ``top_k`` labels per image; None: the service's own default (``VISIONTUNE_TOP_K``)."""
     answers: dict[Path, dict] = {}
     pending = list(files)
     while pending:
@@ -216,7 +218,7 @@ def classify(client: httpx.Client, files: list[Path], top_k: int) -> list[dict]:
     return [answers[path] for path in files]
 
 
-def _post(client: httpx.Client, parts: list[tuple], top_k: int) -> httpx.Response:
+def _post(client: httpx.Client, parts: list[tuple], top_k: int | None) -> httpx.Response:
     """``POST /classify``, sent once more after a lost connection or a 503.
 
     Classifying is idempotent, so a request whose connection broke (a restarting
@@ -234,9 +236,12 @@ def _post(client: httpx.Client, parts: list[tuple], top_k: int) -> httpx.Respons
     return _send(client, parts, top_k, retryable=False)
 
 
-def _send(client: httpx.Client, parts: list[tuple], top_k: int, retryable: bool) -> httpx.Response:
+def _send(
+    client: httpx.Client, parts: list[tuple], top_k: int | None, retryable: bool
+) -> httpx.Response:
+    data = {"top_k": str(top_k)} if top_k is not None else {}
     try:
-        return client.post("/classify", files=parts, data={"top_k": str(top_k)})
+        return client.post("/classify", files=parts, data=data)
     except httpx.HTTPError as err:
         if retryable and isinstance(err, RETRYABLE):
             raise

@@ -10,6 +10,8 @@ import sys
 
 from pydantic import ValidationError
 
+from training.errors import first_line
+
 EXIT_PARTIAL = 1
 EXIT_ERROR = 2
 EXIT_REFUSED = 3
@@ -60,8 +62,6 @@ def validation_message(err: ValidationError) -> str:
 
 
 def one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    text = text.splitlines()[0] if text else type(err).__name__
     if isinstance(err, FileNotFoundError | PermissionError) and err.filename:
         return f"{err.filename}: {err.strerror}"
-    return text
+    return first_line(err)

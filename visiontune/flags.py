@@ -26,7 +26,7 @@ def add_field_flag(parser: argparse.ArgumentParser, name: str, field) -> None:
         parser.add_argument(flag, dest=name, action="append", default=None, help=help_text)
         return
     choices = _choices(field.annotation)
-    if not field.is_required() and field.default is not None:
+    if field.default_factory is None and not field.is_required() and field.default is not None:
         help_text += f" (default: {getattr(field.default, 'value', field.default)})"
     parser.add_argument(flag, dest=name, choices=choices, default=None, help=help_text)
 

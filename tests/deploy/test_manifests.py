@@ -393,7 +393,7 @@ def test_the_autoscaler_owns_the_replica_count(overlay):
     assert one(overlay, "HorizontalPodAutoscaler")["spec"]["minReplicas"] >= 2
 
 
-# What the formula can't read from the manifests (README, "Memory"): the runtime and
+# What the formula can't read from the manifests (docs/serving.md, "Memory"): the runtime and
 # weights of a ViT-base (on a GPU also the CUDA libraries), and the activations per image
 # of a batch on the CPU (on a GPU they live in GPU memory).
 MODEL_BYTES = {"gpu": 2 * GiB, "cpu": int(0.9 * GiB), "local": int(0.7 * GiB)}

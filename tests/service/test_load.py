@@ -1,4 +1,4 @@
-"""The service under load (closed-loop clients posting digits, tests/support/load.py):
+"""The service under load (closed-loop clients posting digits, benchmarks/loadgen.py):
 sustained, a burst past its in-flight limit, and a worker killed mid-load.
 
 Bounded for `make test` (about two minutes); ``python -m benchmarks.load`` runs
@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from tests.support.load import Phase, growth, run_phases, summarize, windows
+from benchmarks.loadgen import Phase, growth, run_phases, summarize, windows
 from tests.support.servers import LIMITS, serving, total, wait_for_workers
 
 SUSTAINED_CLIENTS, SUSTAINED_S = 64, 30

@@ -1,4 +1,4 @@
-"""Reading back what a training run stored: paths, state dicts, raw tensors."""
+"""Reading back what a training run stored: paths, state dicts, raw tensors, stages."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import bentoml
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageClassification
+
+from contract.savedmodel import Stage
+from contract.stages import read_record
 
 
 def stored_path(tag) -> Path:
@@ -46,3 +49,9 @@ def copy_model(tag, name: str) -> bentoml.Tag:
     ) as copy:
         shutil.copytree(source.path, copy.path, dirs_exist_ok=True)
     return copy.tag
+
+
+def stage_of(tag) -> Stage:
+    """The stage the registry records for a stored version."""
+    tag = bentoml.Tag.from_taglike(tag)
+    return read_record(tag.name).stage(str(tag.version))

@@ -9,10 +9,11 @@ import bentoml
 import pytest
 
 from contract.savedmodel import ModelMetadata, Stage
-from contract.stages import read_record, resolve, stage_of
+from contract.stages import read_record, resolve
 from tests.support.builders import IMAGE_SIZE, digit_folder, lifecycle_v1_config
 from tests.support.cli import assert_one_line_error, visiontune
 from tests.support.images import shuffle_labels, write_classes
+from tests.support.store import stage_of
 from training.config import TrainConfig
 from training.train import train
 

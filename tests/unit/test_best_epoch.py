@@ -25,9 +25,3 @@ def test_the_score_is_the_configured_metric_then_the_loss():
     metrics = SimpleNamespace(macro_f1=0.7, accuracy=0.8, nll=0.4)
     assert _score(metrics, "accuracy") == [0.8, 0.4]
     assert _score(metrics, "macro_f1") == [0.7, 0.4]
-
-
-def test_a_best_recorded_as_the_metric_alone_ranks_by_the_metric():
-    assert _better([0.9, 0.5], 0.8)
-    assert _better([0.8, 0.5], 0.8)
-    assert not _better([0.7, 0.1], 0.8)

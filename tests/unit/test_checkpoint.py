@@ -12,6 +12,7 @@ from torch import nn
 from training.checkpoint import (
     LINK,
     SLOTS,
+    RunState,
     load_checkpoint,
     load_progress,
     remove_checkpoint,
@@ -30,19 +31,20 @@ def setup(tmp_path):
 
 def test_a_save_cut_short_leaves_the_last_checkpoint_whole(setup):
     accelerator, model, config, run = setup
-    save_checkpoint(accelerator, run, config, {"epoch": 0, "batches_done": 1}, None, [0.5])
+    save_checkpoint(accelerator, run, config, RunState(batches_done=1), [0.5])
     first = os.readlink(run / LINK)
     other = run / (SLOTS[1] if first == SLOTS[0] else SLOTS[0])
     other.mkdir()  # what a save killed half way leaves: some files, no link to them
     (other / "model.safetensors").write_bytes(b"half a file")
-    assert load_progress(run, config)["batches_done"] == 1
+    assert load_progress(run, config).batches_done == 1
 
     with torch.no_grad():
         model.weight.fill_(3.0)
     best = {"weight": torch.ones(2, 2)}
-    save_checkpoint(accelerator, run, config, {"epoch": 0, "batches_done": 2}, best, [0.5, 0.4])
+    state = RunState(batches_done=2, best=[0.9, 0.1], best_weights=best)
+    save_checkpoint(accelerator, run, config, state, [0.5, 0.4])
     assert os.readlink(run / LINK) == other.name
-    assert load_progress(run, config)["batches_done"] == 2
+    assert load_progress(run, config) == RunState(batches_done=2, best=[0.9, 0.1])
 
     with torch.no_grad():
         model.weight.zero_()
@@ -56,7 +58,7 @@ def test_a_save_cut_short_leaves_the_last_checkpoint_whole(setup):
 
 def test_resume_takes_another_checkpoint_interval_but_not_other_flags(setup):
     accelerator, _, config, run = setup
-    save_checkpoint(accelerator, run, config, {"epoch": 1, "batches_done": 0}, None, [])
-    assert load_progress(run, config.model_copy(update={"checkpoint_every": 1.5}))["epoch"] == 1
+    save_checkpoint(accelerator, run, config, RunState(epoch=1), [])
+    assert load_progress(run, config.model_copy(update={"checkpoint_every": 1.5})).epoch == 1
     with pytest.raises(ValueError, match="flags differ"):
         load_progress(run, config.model_copy(update={"epochs": 99}))

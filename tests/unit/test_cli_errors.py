@@ -102,3 +102,14 @@ def test_strict_names_the_bad_file(tmp_path, make_backbone):
     result = visiontune("train", "--data", str(tmp_path), "--backbone", backbone, "--strict")
     line = assert_one_line_error(result, "(--strict)")
     assert any(str(path) in line for path in bad)
+
+
+def test_deploy_outside_a_checkout_is_one_line(monkeypatch, tmp_path, capsys):
+    from visiontune.cli import main
+    from visiontune.lifecycle import release
+
+    monkeypatch.setattr(release, "REPO", tmp_path)
+    assert main(["deploy", "--port", "3300"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("visiontune: error: releasing builds the image from a checkout")
+    assert f"{tmp_path} is not one (no bentofile.yaml)" in line

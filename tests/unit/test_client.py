@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 
 import httpx
 import pytest
 
 from service.errors import error_body
+from service.settings import Settings
 from visiontune import client
 from visiontune.cli import main
 from visiontune.commands import predict as predict_command
+from visiontune.ports import free_port
 
 
 def predict(*argv: str) -> int:
@@ -26,7 +27,8 @@ def fake_service(request: httpx.Request) -> httpx.Response:
     if refused:
         detail = [{"type": "truncated", "loc": ["images", i], "msg": "cut short"} for i in refused]
         return httpx.Response(400, json=error_body("invalid_input", detail))
-    top_k = int(re.search(rb'name="top_k"\r\n\r\n(\d+)', request.content).group(1))
+    given = re.search(rb'name="top_k"\r\n\r\n(\d+)', request.content)
+    top_k = int(given.group(1)) if given else Settings.model_fields["top_k"].default
     predictions = [
         {
             "label": name.decode().split(".")[0],
@@ -108,16 +110,10 @@ def test_table_has_a_row_per_file():
     assert lines[2].endswith("error: truncated: cut short")
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_no_service_is_one_line_and_exit_2(tmp_path, capsys):
     image = tmp_path / "a.png"
     image.write_bytes(b"x")
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     assert predict(str(image), "--url", url) == 2
     out, err = capsys.readouterr()
     assert out == ""

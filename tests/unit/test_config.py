@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from training.config import TrainConfig
+from training.config import TrainConfig, default_workers
 
 BASE = {"data": "digits", "backbone": "some/backbone"}
 
@@ -51,10 +51,14 @@ def test_bad_values_are_rejected(flags):
         TrainConfig(**BASE, **flags)
 
 
-def test_defaults_resolve_per_strategy():
-    assert TrainConfig(**BASE, strategy="partial").resolved_blocks == 2
+def test_the_config_holds_its_real_defaults():
+    assert TrainConfig(**BASE, strategy="partial").unfreeze_blocks == 2
+    assert (TrainConfig(**BASE).lora_rank, TrainConfig(**BASE).lora_alpha) == (8, 16.0)
     lora = TrainConfig(**BASE, strategy="lora", lora_rank=4)
-    assert (lora.resolved_lora_rank, lora.resolved_lora_alpha) == (4, 8.0)
+    assert (lora.lora_rank, lora.lora_alpha) == (4, 8.0)
+    assert TrainConfig(**BASE).workers == default_workers()
+    recorded = TrainConfig(**BASE, strategy="partial").recorded()
+    assert recorded["unfreeze_blocks"] == 2 and "lora_rank" not in recorded
     assert str(TrainConfig(**BASE, name="m").run_dir) == "runs/m"
 
 

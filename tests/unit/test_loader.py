@@ -12,8 +12,10 @@ from PIL import Image
 
 from contract.images import Preprocessing
 from tests.support.images import digit_images
+from training import config as config_module
 from training import data as data_module
-from training.data import ImageSet, default_workers, make_loader
+from training.config import default_workers
+from training.data import ImageSet, make_loader
 
 PREPROCESSING = Preprocessing(16, 16, (0.5,) * 3, (0.5,) * 3, resize_to=18)
 
@@ -74,5 +76,5 @@ def test_a_set_past_the_cache_limit_streams_with_default_workers(tmp_path, monke
 
 @pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 1), (4, 3), (64, 8)])
 def test_default_workers_follow_the_usable_cores(monkeypatch, cores, workers):
-    monkeypatch.setattr(data_module.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(config_module.os, "sched_getaffinity", lambda pid: set(range(cores)))
     assert default_workers() == workers

@@ -16,9 +16,9 @@ from contract.stages import (
     read_record,
     recorded_stage,
     resolve,
-    stage_of,
 )
 from tests.support.builders import metadata, unique_name
+from tests.support.store import stage_of
 from training.model import create_model
 from training.store import list_models, save_model
 from visiontune.lifecycle import registry

@@ -11,9 +11,9 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 
 from contract.savedmodel import ModelMetadata
-from contract.stages import stage_of
 from tests.support.builders import metadata
 from tests.support.images import digit_images
+from tests.support.store import stage_of
 from training.model import create_model
 from training.store import list_models, load_predictor, save_model
 

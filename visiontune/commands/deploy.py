@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import argparse
 
-from contract.savedmodel import DEFAULT_MODEL_NAME
+from contract.savedmodel import DEFAULT_MODEL_TAG
 from visiontune.errors import CommandError
 
 NAME = "deploy"
 HELP = "roll a stored model out: locally with podman (blue/green) or to Kubernetes"
-DEFAULT_MODEL = f"{DEFAULT_MODEL_NAME}@production"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help=f"the model to roll out, NAME@STAGE or NAME:VERSION (default {DEFAULT_MODEL})",
+        default=DEFAULT_MODEL_TAG,
+        help=f"the model to roll out, NAME@STAGE or NAME:VERSION (default {DEFAULT_MODEL_TAG})",
     )
     add_target_arguments(parser)
     parser.add_argument(
@@ -82,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_target(args: argparse.Namespace) -> None:
-    """Flags missing for the target, or belonging to the other one."""
+    """Flags missing for the target, or belonging to the other one; and a checkout to
+    release from (the bentofiles and deploy/ are not part of the installed package)."""
+    from visiontune.lifecycle.release import require_checkout
+
+    require_checkout()
     if args.target == "kubernetes" and not args.registry:
         raise CommandError("--target kubernetes needs --registry (where to push the image)")
     if args.target == "local" and (args.dry_run or args.registry):

@@ -14,6 +14,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+from service.settings import Settings
 from visiontune.client import (
     DEFAULT_URL,
     TOKEN_ENV,
@@ -42,7 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("VISIONTUNE_URL", DEFAULT_URL),
         help=f"the service (default: $VISIONTUNE_URL or {DEFAULT_URL})",
     )
-    parser.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        help="labels per image (default: the service's, VISIONTUNE_TOP_K on the server, "
+        f"{Settings.model_fields['top_k'].default} unless set there)",
+    )
     parser.add_argument(
         "--batch-size",
         type=int,

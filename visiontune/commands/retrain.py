@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from contract.savedmodel import DEFAULT_MODEL_NAME
+from contract.savedmodel import DEFAULT_MODEL_TAG
 from training.config import TrainConfig
 from visiontune.commands.promote import add_gate_flags, gate_rules
 from visiontune.flags import add_config_flags, config_values, quiet_transformers
@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--champion",
-        default=f"{DEFAULT_MODEL_NAME}@production",
-        help=f"the model to beat, NAME@STAGE or NAME:VERSION (default {DEFAULT_MODEL_NAME}@production)",
+        default=DEFAULT_MODEL_TAG,
+        help=f"the model to beat, NAME@STAGE or NAME:VERSION (default {DEFAULT_MODEL_TAG})",
     )
     parser.add_argument(
         "--no-promote",

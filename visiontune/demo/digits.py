@@ -23,9 +23,10 @@ from training.backbones import save_random_backbone
 from training.config import TrainConfig
 from training.data import load_data
 from training.train import train
-from visiontune.demo.serving import REPO, serve_and_classify
+from visiontune.demo.serving import serve_and_classify
 from visiontune.flags import quiet_transformers
 from visiontune.lifecycle.registry import promote
+from visiontune.localserver import REPO
 
 SOURCE = [str(d) for d in range(5)]
 TARGET = [str(d) for d in range(5, 10)]

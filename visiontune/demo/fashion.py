@@ -24,9 +24,10 @@ from training.config import TrainConfig
 from training.data import load_data, load_image
 from training.pretrained import resolve
 from training.train import TrainResult, train
-from visiontune.demo.serving import REPO, serve_and_classify
+from visiontune.demo.serving import serve_and_classify
 from visiontune.flags import quiet_transformers
 from visiontune.lifecycle.registry import promote
+from visiontune.localserver import REPO
 
 BACKBONE = "efficientnet-lite0"
 PER_CLASS = 20

@@ -27,11 +27,11 @@ from visiontune.lifecycle.release import (
     OVERLAYS,
     REPO,
     ReleaseError,
-    free_port,
     model_answers,
     run,
     wait_for,
 )
+from visiontune.ports import free_port
 
 # The bentofile each cluster overlay's image is built from.
 BUILDS = {"gpu": "bentofile.yaml", "cpu": "bentofile-cpu.yaml"}

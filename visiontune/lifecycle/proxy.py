@@ -73,7 +73,7 @@ class Proxy:
         """Send new connections to ``127.0.0.1:upstream``; start nginx if it isn't running."""
         binary = shutil.which("nginx")
         if binary is None:
-            raise CommandError("nginx is not installed: run `make podman` (README, Deploy)")
+            raise CommandError("nginx is not installed: run `make podman` (docs/operations.md)")
         for folder in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self.prefix / "tmp" / folder).mkdir(parents=True, exist_ok=True)
         candidate = self.prefix / "nginx.conf.new"

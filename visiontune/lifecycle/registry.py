@@ -18,7 +18,7 @@ from typing import Any
 
 import bentoml
 
-from contract.savedmodel import Stage
+from contract.savedmodel import Stage, production_ref
 from contract.stages import (
     STAGES_FILENAME,
     Change,
@@ -84,7 +84,7 @@ def promote(
         if expected_production is not None and record.production != expected_production:
             raise RegistryError(
                 f"the gate compared {tag} with {tag.name}:{expected_production}, but production "
-                f"is {tag.name}:{record.production}; compare it with {tag.name}@production"
+                f"is {tag.name}:{record.production}; compare it with {production_ref(tag.name)}"
             )
         change = Change(
             when=_now(),

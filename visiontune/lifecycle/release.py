@@ -41,9 +41,13 @@ import yaml
 
 from visiontune.errors import CommandError
 from visiontune.lifecycle.proxy import Proxy
+from visiontune.ports import free_port
 
+# A release builds from a checkout of this repository: the bentofiles (whose build context
+# is the checkout: service/ and contract/ as source), deploy/'s scripts and overlays.
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = REPO / "deploy" / "k8s" / "overlays"
+CHECKOUT_FILES = ("bentofile.yaml", "bentofile-cpu.yaml", "deploy/k8s/overlays", "deploy/local")
 BENTOML = Path(sys.executable).parent / "bentoml"
 LOCAL_IMAGE = "localhost/visiontune-cpu"
 SLOTS = ("blue", "green")
@@ -51,6 +55,17 @@ SLOTS = ("blue", "green")
 
 class ReleaseError(CommandError):
     """A release that stopped; what was serving before still serves."""
+
+
+def require_checkout() -> None:
+    """Stop with one line where visiontune runs from an installed wheel, not a checkout."""
+    missing = next((name for name in CHECKOUT_FILES if not (REPO / name).exists()), None)
+    if missing is not None:
+        raise ReleaseError(
+            f"releasing builds the image from a checkout of the visiontune repository, and "
+            f"{REPO} is not one (no {missing}): run it from a clone installed with "
+            "`make install` (or `pip install -e .`)"
+        )
 
 
 def run(command: list, *, timeout: float, cwd: Path = REPO, env: dict | None = None) -> str:
@@ -76,14 +91,6 @@ def model_answers(url: str, tag: str, timeout: float = 5) -> bool:
         return ready and httpx.get(f"{url}/model", timeout=timeout).json().get("tag") == tag
     except (httpx.HTTPError, ValueError):
         return False
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -22,8 +22,9 @@ from typing import Literal
 import bentoml
 
 from contract.predictor import Predictor
-from contract.savedmodel import Lineage, ModelMetadata
+from contract.savedmodel import Lineage, ModelMetadata, production_ref
 from contract.stages import Change, read_record, resolve
+from training.config import STRATEGY_FIELDS
 from visiontune.lifecycle import registry
 from visiontune.lifecycle.gate import (
     Contender,
@@ -35,8 +36,9 @@ from visiontune.lifecycle.gate import (
 )
 from visiontune.lifecycle.promotion import contender, held_out_examples
 
-# Fields of the champion's recorded config a retrain never reuses as they were.
-NOT_REUSED = ("data", "output_dir", "resume")
+# Fields of the champion's recorded config a retrain never reuses as they were
+# (workers: the loader processes suit the machine that trained, not this one).
+NOT_REUSED = ("data", "output_dir", "resume", "workers")
 
 
 @dataclass
@@ -130,7 +132,7 @@ def _check_champion_serves(champion: bentoml.Tag) -> None:
         now = f"{champion.name}:{production}" if production else "none"
         raise ValueError(
             f"--champion {champion} is not the production model ({now}); compare with "
-            f"{champion.name}@production, or add --no-promote"
+            f"{production_ref(champion.name)}, or add --no-promote"
         )
 
 
@@ -149,13 +151,7 @@ def _without_other_strategy_fields(recorded: dict, overrides: dict) -> dict:
     """Recorded values overridden by flags, less the recorded knobs of a strategy no longer
     used (``--strategy full`` over a champion trained with ``partial`` drops its blocks)."""
     values = {**recorded, **overrides}
-    knobs = {
-        "unfreeze_blocks": "partial",
-        "lora_rank": "lora",
-        "lora_alpha": "lora",
-        "layer_decay": "full",
-    }
-    for field, strategy in knobs.items():
+    for field, strategy in STRATEGY_FIELDS.items():
         if values.get("strategy") != strategy and field not in overrides:
             values.pop(field, None)
     return values

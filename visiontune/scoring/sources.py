@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.errors import first_line
 from visiontune.client import IMAGE_SUFFIXES
 from visiontune.errors import CommandError
 
@@ -100,8 +101,7 @@ def _dataset(given: str, image_column: str, saved: Path | None) -> Source:
     try:
         loaded = datasets.load_from_disk(str(saved)) if saved else datasets.load_dataset(given)
     except Exception as err:  # datasets raises many types; the user needs one line
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CommandError(f"--data {given}: cannot load dataset ({first_line})") from None
+        raise CommandError(f"--data {given}: cannot load dataset ({first_line(err)})") from None
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     parts = []

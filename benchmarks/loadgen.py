@@ -6,8 +6,8 @@ request is recorded (``Outcome``), so a run can be summarised as a whole or by
 time window. ``Phase`` runs a number of clients for some seconds; ``run_phases``
 runs phases back to back (a burst is one phase with many clients) while
 ``MemorySampler`` reads the server's memory (its process tree's unique set size)
-and ``/livez`` is polled to show the server stays alive. The tests of
-tests/service/test_load.py and ``python -m benchmarks.load`` share it.
+and ``/livez`` is polled to show the server stays alive. ``python -m benchmarks.load``
+and the tests of tests/service/test_load.py share it.
 """
 
 from __future__ import annotations
