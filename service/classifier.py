@@ -29,7 +29,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from contract.precision import choose_cpu_precision, cpu_has_native_bf16
 from contract.predictor import Predictor
 from contract.savedmodel import MODEL_ENV, ModelMetadata
 from contract.stages import StageError, recorded_stage, resolve
@@ -37,10 +36,10 @@ from service import batching, limits, logs
 from service.auth import BearerAuth, configured_token
 from service.deadworkers import ForgetDeadWorkers
 from service.faults import BatchFailureAnswer, run_batch
-from service.forward_batch import choose_forward_batch
 from service.gpu_decode import GpuJpegDecoder, nvjpeg, stack_pixels, torchvision_available
 from service.inputs import Base64Images, BodyLimit, Decoded, ImageFiles, decode_images
 from service.metrics import PredictionMetrics
+from service.runtime import build_runtime, onnxruntime_providers
 from service.settings import settings
 
 logger = logging.getLogger("bentoml.visiontune")
@@ -49,6 +48,7 @@ limits.install()  # before BentoML builds its middlewares
 logs.log_rejections_briefly()
 settings.check_precision(has_gpu=torch.cuda.is_available())
 settings.check_gpu_decode(torch.cuda.is_available(), torchvision_available())
+settings.check_runtime(torch.cuda.is_available(), onnxruntime_providers())
 
 
 class LabelScore(BaseModel):
@@ -114,6 +114,7 @@ class ImageClassifier:
                 "device": str(self.predictor.device),
                 "precision": self.predictor.precision,
                 "precision_reason": self.precision_reason,
+                **self.runtime.description(),
                 "compiled": settings.compile,
                 "gpu_decode": settings.gpu_decode,
                 "max_batch_size": settings.max_batch_size,
@@ -135,30 +136,15 @@ class ImageClassifier:
         gc.freeze()
 
     def load(self, path: str) -> Predictor:
-        """The stored model as a calibrated predictor, in eval mode on the serving device, in
-        its precision (why: ``self.precision_reason``), compiled if asked; with the GPU JPEG
-        decoder (``self.gpu_jpegs``) if asked."""
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if device.type == "cpu":
-            torch.set_num_threads(settings.cpu_threads())
-        predictor = Predictor.from_folder(
-            path, self.metadata, device=device, autocast_dtype=_autocast_dtype(device)
-        )
-        if settings.precision == "int8":
-            predictor.quantize_linear_layers()
-        self.precision_reason = _choose_precision(predictor)
-        logger.info("serving in %s: %s", predictor.precision, self.precision_reason)
-        chosen = choose_forward_batch(predictor, settings.forward_batch, settings.max_batch_size)
-        predictor.forward_batch, self.forward_batch_reason = chosen.size, chosen.reason
-        logger.info(
-            "forward passes of at most %s images: %s",
-            chosen.size or settings.max_batch_size,
-            chosen.reason,
-        )
-        if settings.compile:
-            predictor.model = torch.compile(predictor.model, dynamic=True)
+        """The stored model as a calibrated predictor on the runtime ``service.runtime`` chooses
+        (why: ``self.runtime``), in eval mode on the serving device, in its precision (why:
+        ``self.precision_reason``); with the GPU JPEG decoder (``self.gpu_jpegs``) if asked."""
+        self.runtime = build_runtime(path, self.metadata, settings)
+        self.precision_reason = self.runtime.precision_reason
+        self.forward_batch_reason = self.runtime.forward_batch_reason
+        predictor = self.runtime.predictor
         self.gpu_jpegs = (
-            GpuJpegDecoder(predictor.preprocessing, settings.max_pixels, nvjpeg(device))
+            GpuJpegDecoder(predictor.preprocessing, settings.max_pixels, nvjpeg(predictor.device))
             if settings.gpu_decode
             else None
         )
@@ -262,20 +248,3 @@ def public_name(source: str) -> str:
     if source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source:
         return f"local folder {PurePath(source).name}"
     return source
-
-
-def _choose_precision(predictor: Predictor) -> str:
-    """Why ``predictor`` runs in its precision; auto on a CPU decides here (bf16 or fp32)."""
-    if settings.precision != "auto":
-        return f"VISIONTUNE_PRECISION={settings.precision}"
-    if predictor.device.type != "cpu":
-        return "auto: the GPU's half precision (bf16 where supported, else fp16)"
-    choice = choose_cpu_precision(predictor, cpu_has_native_bf16())
-    predictor.autocast_dtype = choice.autocast_dtype
-    return choice.reason
-
-
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    gpu_has_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    name = settings.autocast_dtype(device.type, gpu_has_bf16)
-    return getattr(torch, name) if name else None

@@ -65,7 +65,7 @@ from training.model import (
 from training.preflight import check_free_space, check_writable, describe
 from training.progress import track
 from training.stopping import Interrupted, StopRequests
-from training.store import save_model
+from training.store import samples_of, save_model
 
 
 class StoreError(RuntimeError):
@@ -311,8 +311,9 @@ def _finish(
         model = merge_adapters(model).to("cpu").float().eval()
         if before_save is not None:
             metadata = before_save(model, preprocessing, metadata)
+        samples = samples_of(data, preprocessing)
         with stop.critical():  # a signal now waits until the model is stored whole
-            tag = _store(model, preprocessing, metadata, config, stop.checkpoint)
+            tag = _store(model, preprocessing, metadata, config, stop.checkpoint, samples)
             summary = {
                 **_summary(str(tag), metadata, val, test, data),
                 "calibration": calibrations,
@@ -326,9 +327,9 @@ def _finish(
     return TrainResult(tag=tag, metadata=metadata, run_dir=config.run_dir, history=history)
 
 
-def _store(model, preprocessing, metadata, config: TrainConfig, kept: Path) -> bentoml.Tag:
+def _store(model, preprocessing, metadata, config: TrainConfig, kept: Path, samples) -> bentoml.Tag:
     try:
-        return save_model(model, preprocessing, metadata, name=config.name)
+        return save_model(model, preprocessing, metadata, name=config.name, samples=samples)
     except Exception as err:  # disk full, store unwritable...: say where the weights are
         raise StoreError(
             f"cannot save the model into the store ({describe(err)}); the trained weights are "
