@@ -32,7 +32,7 @@ from starlette.routing import Route
 from contract.predictor import Predictor
 from contract.savedmodel import MODEL_ENV, ModelMetadata
 from contract.stages import StageError, recorded_stage, resolve
-from service import batching, limits, logs
+from service import batching, limits, logs, v2
 from service.auth import BearerAuth, configured_token
 from service.deadworkers import ForgetDeadWorkers
 from service.faults import BatchFailureAnswer, run_batch
@@ -72,7 +72,7 @@ async def describe_model(request: Request) -> JSONResponse:
     return JSONResponse(bentoml.get_current_service().description)
 
 
-model_info = Starlette(routes=[Route("/model", describe_model, methods=["GET"])])
+model_info = Starlette(routes=[Route("/model", describe_model, methods=["GET"]), *v2.routes])
 
 
 def resolve_model(ref: str) -> bentoml.Tag:
@@ -84,10 +84,13 @@ def resolve_model(ref: str) -> bentoml.Tag:
         raise SystemExit(f"visiontune: error: {MODEL_ENV}={ref}: {err}") from None
 
 
+SERVED = resolve_model(settings.model)
+
+
 @bentoml.asgi_app(model_info)
 @bentoml.service(workers=settings.workers, **settings.bentoml_config)
 class ImageClassifier:
-    stored_model = bentoml.models.BentoModel(resolve_model(settings.model))
+    stored_model = bentoml.models.BentoModel(SERVED)
 
     def __init__(self) -> None:
         stored = self.stored_model
@@ -216,9 +219,20 @@ class ImageClassifier:
         """Classify base64-encoded image files: {"images": [...], "top_k": k}."""
         return self.predict(images)
 
+    @bentoml.api(
+        route=v2.INFER_ROUTE,
+        input_spec=v2.InferInput,
+        output_spec=v2.InferOutput,
+        **settings.batching,
+    )
+    def infer(self, items: list[v2.Item]) -> list[v2.Row]:
+        """Open Inference Protocol (KServe v2): image files (BYTES) or pixel_values (FP32)."""
+        return v2.predict(self, items)
+
 
 # The first added is the outermost: a request without the token is refused before its body is read.
 ImageClassifier.add_asgi_middleware(BearerAuth, token=configured_token(settings))
+ImageClassifier.add_asgi_middleware(v2.V2Gate, tag=str(SERVED))
 ImageClassifier.add_asgi_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 ImageClassifier.add_asgi_middleware(limits.RetryAfter)
 ImageClassifier.add_asgi_middleware(BatchFailureAnswer)
