@@ -17,6 +17,7 @@ import torch
 
 from contract.precision import calibration_batch, cpu_has_native_bf16
 from contract.predictor import Predictor
+from contract.runtimes import PROVIDERS as PROVIDER_NAMES
 from contract.runtimes import (
     OnnxRuntimePredictor,
     OpenVinoPredictor,
@@ -210,7 +211,7 @@ def test_gpu_providers_are_refused_with_the_fix_where_absent():
 @pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
 def test_an_absent_provider_is_never_a_silent_cpu_fallback(plain_model, provider):
     path, metadata = load(plain_model)
-    if f"{provider.capitalize()}ExecutionProvider" in available_providers():
+    if PROVIDER_NAMES[provider] in available_providers():
         pytest.skip("this machine has the provider (benchmarks/gpu_check.sh runs it)")
     graph = graph_for(path, "float32")
     preprocessing = Predictor.from_folder(path, metadata).preprocessing
@@ -240,3 +241,20 @@ def test_samples_round_trip(tmp_path):
         np.testing.assert_array_equal(getattr(again, name), getattr(samples, name))
     assert Samples.load(tmp_path / "nothing") is None
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
+def test_a_gpu_provider_gives_torch_scores(plain_model, provider):
+    if PROVIDER_NAMES[provider] not in available_providers():
+        pytest.skip(f"needs onnxruntime-gpu with {provider} (benchmarks/gpu_check.sh runs it)")
+    path, metadata = load(plain_model)
+    expected_predictor = Predictor.from_folder(path, metadata)
+    images = calibration_batch(IMAGE_SIZE, IMAGE_SIZE, 16)
+    on_gpu = OnnxRuntimePredictor(
+        graph_for(path, "float32"),
+        expected_predictor.preprocessing,
+        metadata.temperature,
+        provider=provider,
+    )
+    assert on_gpu.device.type == "cuda"
+    np.testing.assert_allclose(on_gpu(images), expected_predictor(images), atol=1e-3)
