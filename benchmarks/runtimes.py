@@ -1,8 +1,9 @@
 """The runtime `VISIONTUNE_RUNTIME=auto` picks, served, against the torch-eager service.
 
 For each model (EfficientNet-Lite0 with its ImageNet weights and a new head, and a
-random DeiT-tiny, both at 224 px) the benchmark keeps its ONNX graph in the store
-(``visiontune optimize``, timed), then serves it twice side by side on the same CPU:
+random DeiT-tiny, both at 224 px) the benchmark keeps its ONNX graphs in the store
+(``visiontune optimize --int8``, timed; calibrated and checked on the benchmark's 32
+JPEGs, kept as the model's stored images), then serves it twice side by side on the same CPU:
 ``torch_eager`` (``VISIONTUNE_RUNTIME=torch``, ``VISIONTUNE_PRECISION=fp32``) and
 ``auto`` (the defaults: the runtime and precision chosen at warm-up). Clients post one
 640x480 JPEG per ``POST /classify`` at concurrency 32 (``serve_throughput``'s load
@@ -103,12 +104,35 @@ def _limit_only(args) -> int:
     return 0
 
 
+def keep_samples(folder: Path, images: list[bytes]) -> None:
+    """The benchmark's JPEGs at the model's size as the stored images (``contract.samples``):
+    int8 is calibrated on them and every runtime checked on them. The model's head is new and
+    random, so their labels are its own fp32 answers (the int8 accuracy change is then its
+    disagreement with fp32, which the warm-up check bounds anyway)."""
+    import numpy as np
+    import yaml
+
+    from contract.images import Preprocessing, decode_image
+    from contract.predictor import Predictor
+    from contract.samples import Samples
+    from contract.savedmodel import ModelMetadata
+
+    policy = Preprocessing.from_pretrained(folder)
+    pixels = np.stack([policy.resize(decode_image(data)) for data in images])
+    metadata = ModelMetadata.model_validate(
+        yaml.safe_load((folder / "model.yaml").read_text())["metadata"]
+    )
+    labels = Predictor.from_folder(folder, metadata)(pixels).argmax(axis=1)
+    Samples(held_out=pixels, held_out_labels=labels, calibration=pixels).save(folder)
+
+
 def run_model(preset: str, work: Path, args, images: list[bytes]) -> dict:
     from training.optimize import optimize
 
     tag, folder = store_model(preset, work)
+    keep_samples(folder, images)
     started = time.perf_counter()
-    optimize(tag)
+    optimize(tag, int8=True, max_loss=1.0)
     optimize_seconds = time.perf_counter() - started
     rows: dict[str, list[dict]] = {}
     with ExitStack() as stack:
