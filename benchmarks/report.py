@@ -830,15 +830,8 @@ def _runtimes(result: dict) -> str:
         rates, auto = model["images_per_second"], model["auto"]
         limit = {int(k): v for k, v in model["limit"].items()}
         best = max(limit, key=limit.get)
-        timed = {
-            (r["runtime"], r["precision"]): min(r["ms_per_image"].values())
-            for r in auto["runtimes"]
-            if "ms_per_image" in r
-        }
         chosen = (auto["runtime"], auto["precision"])
-        ceiling = (
-            timed[("torch", "float32")] / timed[chosen] if ("torch", "float32") in timed else None
-        )
+        ceiling = _forward_ceiling(model)
         verdict = "met" if model["speedup"] >= model["speedup_target"] else "**missed**"
         share = "met" if model["limit_share"] >= model["limit_share_target"] else "**missed**"
         startup = model["startup_seconds"]
@@ -864,6 +857,33 @@ def _runtimes(result: dict) -> str:
             f"- {model['preset']}, timed at the auto server's warm-up (ms per image at "
             f"each one's fastest batch size): {candidates}."
         )
+    beyond = [
+        m["preset"]
+        for m in result["models"]
+        if (c := _forward_ceiling(m)) is not None and c < m["speedup_target"]
+    ]
+    no_bf16 = not any(
+        r["precision"] == "bfloat16" for m in result["models"] for r in m["auto"]["runtimes"]
+    )
+    if beyond:
+        notes.append(
+            f"- Beyond this CPU: for {', '.join(beyond)} even the forward pass alone is not "
+            "that much faster than torch's here, so no server on these runtimes reaches the "
+            "target on this machine; the ceiling column is the most there is."
+        )
+    if any(m["limit_share"] > 1 for m in result["models"]):
+        notes.append(
+            "- A share above 1: the served rate passed the in-process limit measured in the same "
+            "rounds, which only happens when the host's other work slows the limit's bursts more "
+            "than the servers' longer rows (the load average is below); the share says little in "
+            "such a run, the served ratios measured side by side still hold."
+        )
+    if no_bf16:
+        notes.append(
+            "- No bf16 candidate: this CPU has neither AVX512-BF16 nor AMX, so OpenVINO (and "
+            "torch) compute in fp32 here; on a CPU with them, OpenVINO's bf16 is a candidate "
+            "and is served if it agrees with fp32."
+        )
     lines += [
         "",
         "Forward-pass ceiling: torch fp32's time per image over the chosen runtime's, as the "
@@ -876,6 +896,23 @@ def _runtimes(result: dict) -> str:
         "ONNX Runtime's CUDA and TensorRT providers: their figures await a machine with a GPU "
         "(`benchmarks/gpu_check.sh` runs them).",
         "",
+        f"The servers and the limit run pinned to CPU(s) {result['machine']['server_cpus']} and "
+        "size their threads from them; the client runs on CPU(s) "
+        f"{result['machine']['client_cpus']}.",
         _machine(result),
     ]
     return "\n".join(lines)
+
+
+def _forward_ceiling(model: dict) -> float | None:
+    """torch fp32's warm-up time per image over the chosen runtime's."""
+    auto = model["auto"]
+    timed = {
+        (r["runtime"], r["precision"]): min(r["ms_per_image"].values())
+        for r in auto["runtimes"]
+        if "ms_per_image" in r
+    }
+    chosen = (auto["runtime"], auto["precision"])
+    if ("torch", "float32") not in timed or chosen not in timed:
+        return None
+    return timed[("torch", "float32")] / timed[chosen]
