@@ -20,6 +20,7 @@ refused with what to install (ONNX Runtime itself would quietly fall back to its
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -152,8 +153,6 @@ def _provider_chain(provider: str, precision: str, graph: Path) -> list:
 
 
 def _writable(folder: Path) -> bool:
-    import os
-
     return os.access(folder, os.W_OK)
 
 

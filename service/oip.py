@@ -386,8 +386,3 @@ def model_metadata(
         "inputs": [spec.metadata() for spec in inputs],
         "outputs": [spec.metadata() for spec in outputs],
     }
-
-
-def error_body(message: str) -> bytes:
-    """The protocol's error answer."""
-    return json.dumps({"error": message}).encode()
