@@ -9,6 +9,10 @@ calibrated softmax) and ``encode`` the probabilities as labels. ``classify``
 adaptive batching dispatcher (with the wait estimate of ``service.batching``)
 gathers the images of concurrent requests into one ``predict``. ``GET /model``
 describes the model being served.
+
+This module reads in the order things happen when BentoML imports it:
+``prepare_bentoml`` (what must be in place before BentoML builds the service),
+the service class, then its ``middlewares``, outermost first.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
 import numpy as np
@@ -35,20 +40,38 @@ from contract.stages import StageError, recorded_stage, resolve
 from service import batching, limits, logs, v2
 from service.auth import BearerAuth, configured_token
 from service.deadworkers import ForgetDeadWorkers
-from service.faults import BatchFailureAnswer, run_batch
+from service.faults import FailureAnswer, FailureRecords, run_batch
 from service.gpu_decode import GpuJpegDecoder, nvjpeg, stack_pixels, torchvision_available
-from service.inputs import Base64Images, BodyLimit, Decoded, ImageFiles, decode_images
+from service.inputs import Base64Images, Decoded, ImageFiles, decode_images
 from service.metrics import PredictionMetrics
 from service.runtime import build_runtime, onnxruntime_providers
 from service.settings import settings
+from service.uploads import BodyLimit
 
 logger = logging.getLogger("bentoml.visiontune")
-batching.install()  # before BentoML builds this service's batching dispatchers
-limits.install()  # before BentoML builds its middlewares
-logs.log_rejections_briefly()
-settings.check_precision(has_gpu=torch.cuda.is_available())
-settings.check_gpu_decode(torch.cuda.is_available(), torchvision_available())
-settings.check_runtime(torch.cuda.is_available(), onnxruntime_providers())
+
+
+def prepare_bentoml() -> None:
+    """Everything that must be in place before BentoML builds the service below, in order.
+
+    1. Settings this machine cannot honour stop the start here, before any worker spawns.
+    2. BentoML builds each batchable API's dispatcher, and its traffic middlewares, from
+       classes it looks up when it builds the app: ``service.batching`` and
+       ``service.limits`` replace them first (both touch BentoML internals; their
+       modules say why).
+    3. BentoML's exception log gets our filters: a rejected input is one INFO line
+       (``service.logs``), and a failed batch or refused request is noted for the
+       answer that names it (``service.faults``).
+    """
+    settings.check_precision(has_gpu=torch.cuda.is_available())
+    settings.check_gpu_decode(torch.cuda.is_available(), torchvision_available())
+    settings.check_runtime(torch.cuda.is_available(), onnxruntime_providers())
+    batching.install()
+    limits.install()
+    logs.filter_exceptions(logs.RejectedInputRecords(), FailureRecords())
+
+
+prepare_bentoml()
 
 
 class LabelScore(BaseModel):
@@ -84,6 +107,19 @@ def resolve_model(ref: str) -> bentoml.Tag:
         raise SystemExit(f"visiontune: error: {MODEL_ENV}={ref}: {err}") from None
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What ``ImageClassifier.load`` makes: the predictor as it will serve, the GPU JPEG
+    decoder if asked for, and why the runtime, precision and forward-pass size are what
+    they are (``service.runtime``)."""
+
+    predictor: Predictor
+    gpu_jpegs: GpuJpegDecoder | None
+    precision_reason: str
+    forward_batch_reason: str
+    runtime: dict[str, Any]
+
+
 SERVED = resolve_model(settings.model)
 
 
@@ -97,8 +133,10 @@ class ImageClassifier:
         self.tag = str(stored.tag)
         self.metadata = ModelMetadata.model_validate(stored.info.metadata)
         self.labels = self.metadata.labels
-        self.predictor = self.load(stored.path)
-        self.preprocessing = self.predictor.preprocessing
+        loaded = self.load(stored.path, self.metadata)
+        self.predictor = loaded.predictor
+        self.preprocessing = loaded.predictor.preprocessing
+        self.gpu_jpegs = loaded.gpu_jpegs
         self.metrics = PredictionMetrics(
             tag=self.tag,
             backbone=public_name(self.metadata.backbone),
@@ -107,30 +145,7 @@ class ImageClassifier:
             low_confidence=settings.low_confidence,
             drift_window=settings.drift_window,
         )
-        self.description = {
-            "tag": self.tag,
-            "stage": recorded_stage(stored.tag),
-            "requested": settings.model,
-            "created": stored.info.creation_time.isoformat(),
-            **public_metadata(self.metadata),
-            "serving": {
-                "device": str(self.predictor.device),
-                "precision": self.predictor.precision,
-                "precision_reason": self.precision_reason,
-                **self.runtime.description(),
-                "compiled": settings.compile,
-                "gpu_decode": settings.gpu_decode,
-                "max_batch_size": settings.max_batch_size,
-                "forward_batch": self.predictor.forward_batch or settings.max_batch_size,
-                "forward_batch_reason": self.forward_batch_reason,
-                "max_latency_ms": settings.max_latency_ms,
-                "workers": settings.workers,
-                "max_concurrency": settings.max_concurrency,
-                "decode_threads": settings.decode_slots(),
-                "max_images": settings.max_images,
-                "max_body_bytes": settings.max_body_bytes,
-            },
-        }
+        self.description = describe(stored, self.metadata, loaded)
         self.warm_up()
         # Everything built so far (the model, torch, transformers, BentoML) lives as long as
         # the worker: keep it out of the garbage collector's full collections, which would
@@ -138,20 +153,24 @@ class ImageClassifier:
         gc.collect()
         gc.freeze()
 
-    def load(self, path: str) -> Predictor:
-        """The stored model as a calibrated predictor on the runtime ``service.runtime`` chooses
-        (why: ``self.runtime``), in eval mode on the serving device, in its precision (why:
-        ``self.precision_reason``); with the GPU JPEG decoder (``self.gpu_jpegs``) if asked."""
-        self.runtime = build_runtime(path, self.metadata, settings)
-        self.precision_reason = self.runtime.precision_reason
-        self.forward_batch_reason = self.runtime.forward_batch_reason
-        predictor = self.runtime.predictor
-        self.gpu_jpegs = (
+    def load(self, path: str, metadata: ModelMetadata) -> Loaded:
+        """The stored model as a calibrated predictor on the runtime ``service.runtime``
+        chooses, in eval mode on the serving device, in its precision, in forward passes of
+        the size chosen, compiled if asked; with the GPU JPEG decoder if asked."""
+        runtime = build_runtime(path, metadata, settings)
+        predictor = runtime.predictor
+        gpu_jpegs = (
             GpuJpegDecoder(predictor.preprocessing, settings.max_pixels, nvjpeg(predictor.device))
             if settings.gpu_decode
             else None
         )
-        return predictor
+        return Loaded(
+            predictor,
+            gpu_jpegs,
+            runtime.precision_reason,
+            runtime.forward_batch_reason,
+            runtime.description(),
+        )
 
     def warm_up(self) -> None:
         """A full batch before the server accepts requests, so /readyz means fast answers.
@@ -230,13 +249,63 @@ class ImageClassifier:
         return v2.predict(self, items)
 
 
-# The first added is the outermost: a request without the token is refused before its body is read.
-ImageClassifier.add_asgi_middleware(BearerAuth, token=configured_token(settings))
-ImageClassifier.add_asgi_middleware(v2.V2Gate, tag=str(SERVED))
-ImageClassifier.add_asgi_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-ImageClassifier.add_asgi_middleware(limits.RetryAfter)
-ImageClassifier.add_asgi_middleware(BatchFailureAnswer)
-ImageClassifier.add_asgi_middleware(ForgetDeadWorkers)
+def middlewares() -> list[tuple[type, dict[str, Any]]]:
+    """The service's ASGI middlewares, outermost first, with what each needs from the others.
+
+    BentoML wraps them in its own (outermost first: request metrics, tracing, the access
+    log, ``limits.Deadline``, ``limits.ServerFull``) and puts its context middleware and
+    the app inside them.
+    """
+    return [
+        # First, so that a request without the token is refused before its body is read.
+        (BearerAuth, {"token": configured_token(settings)}),
+        # /v2 (the Open Inference Protocol): another model's name is a 404, errors in its shape.
+        (v2.V2Gate, {"tag": str(SERVED)}),
+        # Too large a body is refused before anything reads it. Outside every middleware that
+        # answers, so that once a client has left mid-upload, whatever is answered goes out as
+        # one 499 (and BentoML's metrics, outside, count it so).
+        (BodyLimit, {"max_bytes": settings.max_body_bytes}),
+        # Every 503 answered inside it says when to retry: FailureAnswer's included.
+        (limits.RetryAfter, {}),
+        # Replaces BentoML's bare 500 of a failed batch and 503 of a refused request with
+        # answers naming them; inside RetryAfter, so its 503 gains Retry-After.
+        (FailureAnswer, {"max_latency_ms": settings.max_latency_ms}),
+        # Only touches GET /metrics: drops dead workers' gauges before BentoML answers it.
+        (ForgetDeadWorkers, {}),
+    ]
+
+
+for _middleware, _options in middlewares():
+    ImageClassifier.add_asgi_middleware(_middleware, **_options)
+
+
+def describe(stored: bentoml.Model, metadata: ModelMetadata, loaded: Loaded) -> dict[str, Any]:
+    """What ``GET /model`` answers: the model, its stage and metadata, and how it is served."""
+    predictor = loaded.predictor
+    return {
+        "tag": str(stored.tag),
+        "stage": recorded_stage(stored.tag),
+        "requested": settings.model,
+        "created": stored.info.creation_time.isoformat(),
+        **public_metadata(metadata),
+        "serving": {
+            "device": str(predictor.device),
+            "precision": predictor.precision,
+            "precision_reason": loaded.precision_reason,
+            **loaded.runtime,
+            "compiled": settings.compile,
+            "gpu_decode": settings.gpu_decode,
+            "max_batch_size": settings.max_batch_size,
+            "forward_batch": predictor.forward_batch or settings.max_batch_size,
+            "forward_batch_reason": loaded.forward_batch_reason,
+            "max_latency_ms": settings.max_latency_ms,
+            "workers": settings.workers,
+            "max_concurrency": settings.max_concurrency,
+            "decode_threads": settings.decode_slots(),
+            "max_images": settings.max_images,
+            "max_body_bytes": settings.max_body_bytes,
+        },
+    }
 
 
 def public_metadata(metadata: ModelMetadata) -> dict:

@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from service.errors import send_error
 from service.faults import run_batch
 from service.gpu_decode import stack_pixels
 from service.inputs import InputError, reject
@@ -258,13 +259,17 @@ class V2Gate:
         parts = scope["path"].split("/")
         if len(parts) > 3 and parts[2] == "models":
             if parts[3] != self.name:
-                return await _answer(
-                    send, 404, f"unknown model {parts[3]!r}; this server serves {self.name!r}"
-                )
-            if len(parts) > 5 and parts[4] == "versions" and parts[5] != self.version:
-                return await _answer(
+                return await send_error(
                     send,
                     404,
+                    "unknown_model",
+                    f"unknown model {parts[3]!r}; this server serves {self.name!r}",
+                )
+            if len(parts) > 5 and parts[4] == "versions" and parts[5] != self.version:
+                return await send_error(
+                    send,
+                    404,
+                    "unknown_model",
                     f"unknown version {parts[5]!r} of {self.name!r}; it serves {self.version!r}",
                 )
         await self.app(scope, receive, _error_shape(send))
@@ -307,13 +312,3 @@ def _protocol_error(body: bytes) -> bytes:
     if isinstance(details, list) and details and all(isinstance(d, dict) for d in details):
         answer["error"] = "; ".join(str(d.get("msg", "")) for d in details)
     return json.dumps(answer, ensure_ascii=False).encode()
-
-
-async def _answer(send, status: int, message: str) -> None:
-    payload = json.dumps({"error": message}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
