@@ -30,6 +30,7 @@ def write(page: Path = PAGE) -> Path:
         ("loader", _loader),
         ("load", _reliability),
         ("score_throughput", _scoring),
+        ("runtimes", _runtimes),
     ):
         result = _load(RESULTS / f"{name}.json")
         parts.append(render(result) if result else _missing(name))
@@ -52,7 +53,7 @@ from them. Each script also runs alone, `--quick` for a short sanity run:
 `python -m benchmarks.train_throughput`, `benchmarks.input_size`, `benchmarks.transfer`,
 `benchmarks.robustness`, `benchmarks.serve_throughput`, `benchmarks.serve_profile`,
 `benchmarks.cpu_precision`, `benchmarks.predict_packing`, `benchmarks.loader`, `benchmarks.load`,
-`benchmarks.score_throughput`. Models are built from configs with random or
+`benchmarks.score_throughput`, `benchmarks.runtimes`. Models are built from configs with random or
 project-trained weights and kept in a temporary BentoML store; nothing is
 downloaded. A serving run on another device or in another precision
 (`--device cuda`, `--dtype bf16`) is kept in its own results file and gets its
@@ -801,3 +802,117 @@ def _scoring(result: dict) -> str:
 
 if __name__ == "__main__":
     print(f"wrote {write()}")
+
+
+def _runtimes(result: dict) -> str:
+    """The runtime auto picks, served, against the torch-eager service and its own limit."""
+    lines = [
+        "## Runtimes: ONNX Runtime and OpenVINO behind the service",
+        "",
+        "`python -m benchmarks.runtimes`: each model's ONNX graphs kept in the store by "
+        "`visiontune optimize --int8` (calibrated and checked on the benchmark's 32 JPEGs, "
+        "kept as the model's stored images), then served side by side on the same core: "
+        "`torch_eager` (`VISIONTUNE_RUNTIME=torch`, `VISIONTUNE_PRECISION=fp32`) and `auto` "
+        "(the defaults: the runtime and precision chosen at warm-up). "
+        f"Requests: {result['request']} at concurrency {result['concurrency']}, {result['seconds']:.0f} s "
+        f"per row, {result['rounds']} rounds in rotating order, medians; the client runs on a "
+        "core of its own. The in-process limit is the runtime auto chose, built as the service "
+        "builds it, on batches of images decoded on a thread per server core. Start-up: "
+        "`bentoml serve` to `/readyz`, against the startup probe's 600 s.",
+        "",
+        "| model | torch eager images/s | auto: runtime | auto images/s | auto / torch (target) "
+        "| forward-pass ceiling | limit images/s (batch) | auto / limit (target) | start-up s "
+        "(torch, auto) | optimize s |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    notes = []
+    for model in result["models"]:
+        rates, auto = model["images_per_second"], model["auto"]
+        limit = {int(k): v for k, v in model["limit"].items()}
+        best = max(limit, key=limit.get)
+        chosen = (auto["runtime"], auto["precision"])
+        ceiling = _forward_ceiling(model)
+        verdict = "met" if model["speedup"] >= model["speedup_target"] else "**missed**"
+        share = "met" if model["limit_share"] >= model["limit_share_target"] else "**missed**"
+        startup = model["startup_seconds"]
+        lines.append(
+            f"| {model['preset']} | {rates['torch_eager']:.1f} | {chosen[0]} {chosen[1]} | "
+            f"{rates['auto']:.1f} | {model['speedup']:.2f}x ({model['speedup_target']}x, "
+            f"{verdict}) | {f'{ceiling:.2f}x' if ceiling else ''} | {limit[best]:.1f} ({best}) | "
+            f"{model['limit_share']:.2f} ({model['limit_share_target']}, {share}) | "
+            f"{startup['torch_eager']:.0f}, {startup['auto']:.0f} | {model['optimize_seconds']:.0f} |"
+        )
+        candidates = "; ".join(
+            f"{r['runtime']} {r['precision']} "
+            + (
+                f"{min(r['ms_per_image'].values()):.1f} ms"
+                if "ms_per_image" in r
+                else f"refused ({r['refused'].split(':')[0]})"
+                if "refused" in r
+                else ""
+            )
+            for r in auto["runtimes"]
+        )
+        notes.append(
+            f"- {model['preset']}, timed at the auto server's warm-up (ms per image at "
+            f"each one's fastest batch size): {candidates}."
+        )
+    beyond = [
+        m["preset"]
+        for m in result["models"]
+        if (c := _forward_ceiling(m)) is not None and c < m["speedup_target"]
+    ]
+    no_bf16 = not any(
+        r["precision"] == "bfloat16" for m in result["models"] for r in m["auto"]["runtimes"]
+    )
+    if beyond:
+        notes.append(
+            f"- Beyond this CPU: for {', '.join(beyond)} even the forward pass alone is not "
+            "that much faster than torch's here, so no server on these runtimes reaches the "
+            "target on this machine; the ceiling column is the most there is."
+        )
+    if any(m["limit_share"] > 1 for m in result["models"]):
+        notes.append(
+            "- A share above 1: the served rate passed the in-process limit measured in the same "
+            "rounds, which only happens when the host's other work slows the limit's bursts more "
+            "than the servers' longer rows (the load average is below); the share says little in "
+            "such a run, the served ratios measured side by side still hold."
+        )
+    if no_bf16:
+        notes.append(
+            "- No bf16 candidate: this CPU has neither AVX512-BF16 nor AMX, so OpenVINO (and "
+            "torch) compute in fp32 here; on a CPU with them, OpenVINO's bf16 is a candidate "
+            "and is served if it agrees with fp32."
+        )
+    lines += [
+        "",
+        "Forward-pass ceiling: torch fp32's time per image over the chosen runtime's, as the "
+        "auto server timed them at warm-up: the most any server on this runtime could gain "
+        "over torch eager once decoding and HTTP, which both servers pay alike, are counted "
+        "at zero.",
+        "",
+        *notes,
+        "",
+        "ONNX Runtime's CUDA and TensorRT providers: their figures await a machine with a GPU "
+        "(`benchmarks/gpu_check.sh` runs them).",
+        "",
+        f"The servers and the limit run pinned to CPU(s) {result['machine']['server_cpus']} and "
+        "size their threads from them; the client runs on CPU(s) "
+        f"{result['machine']['client_cpus']}.",
+        _machine(result),
+    ]
+    return "\n".join(lines)
+
+
+def _forward_ceiling(model: dict) -> float | None:
+    """torch fp32's warm-up time per image over the chosen runtime's."""
+    auto = model["auto"]
+    timed = {
+        (r["runtime"], r["precision"]): min(r["ms_per_image"].values())
+        for r in auto["runtimes"]
+        if "ms_per_image" in r
+    }
+    chosen = (auto["runtime"], auto["precision"])
+    if ("torch", "float32") not in timed or chosen not in timed:
+        return None
+    return timed[("torch", "float32")] / timed[chosen]

@@ -519,6 +519,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as work, ExitStack() as stack:
         work = Path(work)
         tag, folder = store_model(args.preset, work)
+        if args.onnx_provider:  # the service runs the stored ONNX graph on that provider
+            from training.optimize import optimize
+
+            optimize(tag)
+            os.environ.update(
+                VISIONTUNE_RUNTIME="onnxruntime", VISIONTUNE_ONNX_PROVIDER=args.onnx_provider
+            )
         servers = make_servers(tag, folder, args.device, args.dtype, work, args.gpu_decode)
         for server in servers.values():
             stack.callback(server.stop)
@@ -560,8 +567,10 @@ def main(argv: list[str] | None = None) -> int:
         args.output is None
         and (args.device, args.dtype, args.gpu_decode, args.preset) != default_run
     ):
-        suffix = ("-gpudecode" if args.gpu_decode else "") + (
-            ".quick.json" if args.quick else ".json"
+        suffix = (
+            ("-gpudecode" if args.gpu_decode else "")
+            + (f"-onnxruntime-{args.onnx_provider}" if args.onnx_provider else "")
+            + (".quick.json" if args.quick else ".json")
         )
         args.output = RESULTS / f"serve_throughput-{args.device}-{args.preset}-{args.dtype}{suffix}"
     write_result("serve_throughput", result, args, started)
@@ -686,6 +695,12 @@ def _arguments(argv):
         "--gpu-decode",
         action="store_true",
         help="decode JPEGs on the GPU (nvJPEG), limit and service",
+    )
+    args.add_argument(
+        "--onnx-provider",
+        choices=["cpu", "cuda", "tensorrt"],
+        help="the service serves the model's ONNX graph on this ONNX Runtime execution provider "
+        "(VISIONTUNE_RUNTIME=onnxruntime); the limit and baseline stay torch",
     )
     args.add_argument("--limit-only", metavar="MODEL_FOLDER", help=argparse.SUPPRESS)
     return args.parse_args(argv)

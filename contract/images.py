@@ -305,14 +305,22 @@ class Preprocessing:
         new_long = int(self.resize_to * long / short)  # as transformers rounds it
         return (self.resize_to, new_long) if width <= height else (new_long, self.resize_to)
 
+    def crop_origin(self, width: int, height: int) -> tuple[int, int]:
+        """(left, top) of the centre crop in a resized image of that size; negative where
+        the image is smaller than the crop (the crop is padded with zeros there)."""
+        return ((width - self.width) // 2, (height - self.height) // 2)
+
     def resize(self, image: Image.Image) -> np.ndarray:
-        """One RGB image to a (height, width, 3) uint8 array: resize, centre crop."""
+        """One RGB image to a (height, width, 3) uint8 array: resize, centre crop.
+
+        The CPU path of the policy; ``service.gpu_decode`` applies the same steps
+        (``resized_size``, ``resample``, ``crop_origin``, ``flip_channel_order``) on the GPU.
+        """
         target = self.resized_size(*image.size)
         if target != image.size:
             image = image.resize(target, Image.Resampling(self.resample))
         if image.size != (self.width, self.height):
-            left = (image.width - self.width) // 2
-            top = (image.height - self.height) // 2
+            left, top = self.crop_origin(*image.size)
             image = image.crop((left, top, left + self.width, top + self.height))
         pixels = np.array(image, dtype=np.uint8)  # writable, so torch can share it
         return np.ascontiguousarray(pixels[..., ::-1]) if self.flip_channel_order else pixels

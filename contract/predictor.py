@@ -24,6 +24,8 @@ from contract.savedmodel import ModelMetadata
 class Predictor:
     """``softmax(model(normalise(pixels)) / temperature)`` for a model in Hugging Face format."""
 
+    runtime = "torch"
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -102,12 +104,27 @@ class Predictor:
             batch = batch.pin_memory().to(self.device, non_blocking=True)
         else:
             batch = batch.to(self.device)
-        pixel_values = self.preprocessing.normalize(batch)
+        return self.run(self.preprocessing.normalize(batch))
+
+    def run(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Normalised ``pixel_values`` (B, 3, H, W) to float32 logits on the CPU: the forward
+        pass itself, which the runtimes of ``contract.runtimes`` replace."""
         with torch.autocast(
             self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
         ):
             logits = self.model(pixel_values=pixel_values).logits
         return logits.float().cpu()
+
+    @torch.inference_mode()
+    def classify_pixel_values(self, pixel_values: np.ndarray) -> np.ndarray:
+        """Already normalised float32 (B, 3, H, W) to calibrated probabilities, in forward
+        passes of at most ``forward_batch`` images (for callers that preprocess themselves)."""
+        batch = torch.as_tensor(pixel_values, dtype=torch.float32)
+        step = self.forward_batch or len(batch) or 1
+        logits = torch.cat(
+            [self.run(batch[i : i + step].to(self.device)) for i in range(0, len(batch), step)]
+        )
+        return torch.softmax(logits / self.temperature, dim=-1).numpy()
 
     def __call__(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
         """(B, H, W, 3) uint8 to calibrated probabilities (B, labels)."""

@@ -2,8 +2,10 @@
 
 The folder of a stored model is a Hugging Face model folder (``config.json``,
 ``model.safetensors``, ``preprocessor_config.json``) plus ``visiontune.json``
-(the resolved training config). Everything else lives in the BentoML metadata,
-validated by :class:`ModelMetadata`.
+(the resolved training config), ``samples.npz`` (a few held-out and training images
+at the model's size: ``contract.samples``) and, once ``visiontune optimize`` has run,
+the ONNX graphs the other runtimes serve (``onnx/model.onnx``, ``onnx/model.int8.onnx``).
+Everything else lives in the BentoML metadata, validated by :class:`ModelMetadata`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ DEFAULT_MODEL_NAME = "visiontune-classifier"
 MODEL_ENV = "VISIONTUNE_MODEL"
 DEFAULT_MODEL_TAG = production_ref(DEFAULT_MODEL_NAME)
 CONFIG_FILENAME = "visiontune.json"
+ONNX_GRAPH = "onnx/model.onnx"  # fp32: pixel_values (any batch size) -> logits
+ONNX_INT8_GRAPH = "onnx/model.int8.onnx"  # the same, statically quantized (QDQ)
 
 
 class Metrics(BaseModel):
@@ -55,6 +59,29 @@ class Lineage(BaseModel):
     gate: dict[str, Any] | None = Field(None, description="The gate's verdict against the parent.")
 
 
+class Int8Check(BaseModel):
+    """How the int8 graph did against the fp32 graph on the stored held-out images."""
+
+    method: str = Field(description="The quantizer and its settings.")
+    calibration_images: int
+    held_out_images: int
+    accuracy_fp32: float
+    accuracy_int8: float
+    accuracy_change: float = Field(description="int8 minus fp32 accuracy (negative: a loss).")
+    max_loss: float = Field(description="The largest loss accepted when it was made.")
+    top1_agreement: float = Field(description="Share of images with the same top label.")
+
+
+class OnnxGraphs(BaseModel):
+    """The ONNX graphs kept beside the weights (``visiontune optimize``)."""
+
+    opset: int
+    max_logit_difference: float = Field(
+        description="Largest |logit| difference from PyTorch when exported."
+    )
+    int8: Int8Check | None = None
+
+
 class ModelMetadata(BaseModel):
     """The metadata every stored visiontune model carries."""
 
@@ -71,6 +98,7 @@ class ModelMetadata(BaseModel):
     training_config: dict[str, Any]
     versions: dict[str, str]
     lineage: Lineage | None = None
+    onnx: OnnxGraphs | None = None
 
     @property
     def label_distribution(self) -> dict[str, float]:

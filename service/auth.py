@@ -20,7 +20,10 @@ from service.settings import PREFIX, Settings
 logger = logging.getLogger("bentoml.visiontune")
 
 OPEN_PATHS = frozenset(
-    {"/livez", "/readyz", "/healthz", "/metrics", "/", "/docs.json", "/schema.json"}
+    {
+        *("/livez", "/readyz", "/healthz", "/metrics", "/", "/docs.json", "/schema.json"),
+        *("/v2/health/live", "/v2/health/ready"),  # the Open Inference Protocol's probes
+    }
 )
 OPEN_PREFIXES = ("/static_content/",)
 

@@ -34,18 +34,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from contract.precision import PrecisionChoice, choose_cpu_precision, cpu_has_native_bf16
 from contract.predictor import Predictor
 from contract.savedmodel import MODEL_ENV, ModelMetadata
 from contract.stages import StageError, recorded_stage, resolve
-from service import batching, limits, logs
+from service import batching, limits, logs, v2
 from service.auth import BearerAuth, configured_token
 from service.deadworkers import ForgetDeadWorkers
 from service.faults import FailureAnswer, FailureRecords, run_batch
-from service.forward_batch import choose_forward_batch
 from service.gpu_decode import GpuJpegDecoder, nvjpeg, stack_pixels, torchvision_available
 from service.inputs import Base64Images, Decoded, ImageFiles, decode_images
 from service.metrics import PredictionMetrics
+from service.runtime import build_runtime, onnxruntime_providers
 from service.settings import settings
 from service.uploads import BodyLimit
 
@@ -66,6 +65,7 @@ def prepare_bentoml() -> None:
     """
     settings.check_precision(has_gpu=torch.cuda.is_available())
     settings.check_gpu_decode(torch.cuda.is_available(), torchvision_available())
+    settings.check_runtime(torch.cuda.is_available(), onnxruntime_providers())
     batching.install()
     limits.install()
     logs.filter_exceptions(logs.RejectedInputRecords(), FailureRecords())
@@ -95,7 +95,7 @@ async def describe_model(request: Request) -> JSONResponse:
     return JSONResponse(bentoml.get_current_service().description)
 
 
-model_info = Starlette(routes=[Route("/model", describe_model, methods=["GET"])])
+model_info = Starlette(routes=[Route("/model", describe_model, methods=["GET"]), *v2.routes])
 
 
 def resolve_model(ref: str) -> bentoml.Tag:
@@ -110,18 +110,23 @@ def resolve_model(ref: str) -> bentoml.Tag:
 @dataclass(frozen=True)
 class Loaded:
     """What ``ImageClassifier.load`` makes: the predictor as it will serve, the GPU JPEG
-    decoder if asked for, and why the precision and forward-pass size are what they are."""
+    decoder if asked for, and why the runtime, precision and forward-pass size are what
+    they are (``service.runtime``)."""
 
     predictor: Predictor
     gpu_jpegs: GpuJpegDecoder | None
     precision_reason: str
     forward_batch_reason: str
+    runtime: dict[str, Any]
+
+
+SERVED = resolve_model(settings.model)
 
 
 @bentoml.asgi_app(model_info)
 @bentoml.service(workers=settings.workers, **settings.bentoml_config)
 class ImageClassifier:
-    stored_model = bentoml.models.BentoModel(resolve_model(settings.model))
+    stored_model = bentoml.models.BentoModel(SERVED)
 
     def __init__(self) -> None:
         stored = self.stored_model
@@ -149,33 +154,23 @@ class ImageClassifier:
         gc.freeze()
 
     def load(self, path: str, metadata: ModelMetadata) -> Loaded:
-        """The stored model as a calibrated predictor, in eval mode on the serving device, in
-        its precision, in forward passes of the size chosen, compiled if asked; with the GPU
-        JPEG decoder if asked."""
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if device.type == "cpu":
-            torch.set_num_threads(settings.cpu_threads())
-        predictor = Predictor.from_folder(path, metadata, device=device)
-        if settings.precision == "int8":
-            predictor.quantize_linear_layers()
-        precision = choose_precision(predictor)
-        predictor.autocast_dtype = precision.autocast_dtype
-        logger.info("serving in %s: %s", predictor.precision, precision.reason)
-        forward = choose_forward_batch(predictor, settings.forward_batch, settings.max_batch_size)
-        predictor.forward_batch = forward.size
-        logger.info(
-            "forward passes of at most %s images: %s",
-            forward.size or settings.max_batch_size,
-            forward.reason,
-        )
-        if settings.compile:
-            predictor.model = torch.compile(predictor.model, dynamic=True)
+        """The stored model as a calibrated predictor on the runtime ``service.runtime``
+        chooses, in eval mode on the serving device, in its precision, in forward passes of
+        the size chosen, compiled if asked; with the GPU JPEG decoder if asked."""
+        runtime = build_runtime(path, metadata, settings)
+        predictor = runtime.predictor
         gpu_jpegs = (
-            GpuJpegDecoder(predictor.preprocessing, settings.max_pixels, nvjpeg(device))
+            GpuJpegDecoder(predictor.preprocessing, settings.max_pixels, nvjpeg(predictor.device))
             if settings.gpu_decode
             else None
         )
-        return Loaded(predictor, gpu_jpegs, precision.reason, forward.reason)
+        return Loaded(
+            predictor,
+            gpu_jpegs,
+            runtime.precision_reason,
+            runtime.forward_batch_reason,
+            runtime.description(),
+        )
 
     def warm_up(self) -> None:
         """A full batch before the server accepts requests, so /readyz means fast answers.
@@ -243,6 +238,16 @@ class ImageClassifier:
         """Classify base64-encoded image files: {"images": [...], "top_k": k}."""
         return self.predict(images)
 
+    @bentoml.api(
+        route=v2.INFER_ROUTE,
+        input_spec=v2.InferInput,
+        output_spec=v2.InferOutput,
+        **settings.batching,
+    )
+    def infer(self, items: list[v2.Item]) -> list[v2.Row]:
+        """Open Inference Protocol (KServe v2): image files (BYTES) or pixel_values (FP32)."""
+        return v2.predict(self, items)
+
 
 def middlewares() -> list[tuple[type, dict[str, Any]]]:
     """The service's ASGI middlewares, outermost first, with what each needs from the others.
@@ -254,6 +259,8 @@ def middlewares() -> list[tuple[type, dict[str, Any]]]:
     return [
         # First, so that a request without the token is refused before its body is read.
         (BearerAuth, {"token": configured_token(settings)}),
+        # /v2 (the Open Inference Protocol): another model's name is a 404, errors in its shape.
+        (v2.V2Gate, {"tag": str(SERVED)}),
         # Too large a body is refused before anything reads it. Outside every middleware that
         # answers, so that once a client has left mid-upload, whatever is answered goes out as
         # one 499 (and BentoML's metrics, outside, count it so).
@@ -285,6 +292,7 @@ def describe(stored: bentoml.Model, metadata: ModelMetadata, loaded: Loaded) -> 
             "device": str(predictor.device),
             "precision": predictor.precision,
             "precision_reason": loaded.precision_reason,
+            **loaded.runtime,
             "compiled": settings.compile,
             "gpu_decode": settings.gpu_decode,
             "max_batch_size": settings.max_batch_size,
@@ -323,20 +331,3 @@ def public_name(source: str) -> str:
     if source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source:
         return f"local folder {PurePath(source).name}"
     return source
-
-
-def choose_precision(predictor: Predictor) -> PrecisionChoice:
-    """The autocast dtype ``predictor`` is to serve in (None: fp32) and why; the caller
-    applies it. auto on a CPU decides by running ``predictor`` in both precisions
-    (``contract.precision``), which leaves it as it was."""
-    device = predictor.device.type
-    if settings.precision == "auto" and device == "cpu":
-        return choose_cpu_precision(predictor, cpu_has_native_bf16())
-    gpu_has_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
-    name = settings.autocast_dtype(device, gpu_has_bf16)
-    dtype = getattr(torch, name) if name else None
-    if settings.precision == "auto":
-        return PrecisionChoice(
-            dtype, "auto: the GPU's half precision (bf16 where supported, else fp16)"
-        )
-    return PrecisionChoice(dtype, f"VISIONTUNE_PRECISION={settings.precision}")

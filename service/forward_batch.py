@@ -55,14 +55,22 @@ def choose_forward_batch(
     if max_batch_size == 1:
         return ForwardBatch(None, "auto: batching is off")
     seconds = time_per_image(predictor, candidate_sizes(max_batch_size), clock=clock)
+    size = fastest_size(seconds)
+    return ForwardBatch(None if size == max_batch_size else size, describe(size, seconds))
+
+
+def fastest_size(seconds: dict[int, float]) -> int:
+    """The smallest size within :data:`TOLERANCE` of the fastest per image (the shorter wait)."""
     fastest = min(seconds.values())
-    size = min(s for s, t in seconds.items() if t <= fastest * (1 + TOLERANCE))
+    return min(s for s, t in seconds.items() if t <= fastest * (1 + TOLERANCE))
+
+
+def describe(size: int, seconds: dict[int, float]) -> str:
     timings = ", ".join(f"{s}: {1000 * t:.1f}" for s, t in seconds.items())
-    reason = (
+    return (
         f"auto: fastest per image at warm-up in passes of {size} "
         f"(ms per image by batch size: {timings})"
     )
-    return ForwardBatch(None if size == max_batch_size else size, reason)
 
 
 def time_per_image(
@@ -76,20 +84,36 @@ def time_per_image(
     The least, not the mean: on a shared machine the undisturbed pass is the one that
     measures the model. After the first round, rounds stop when the budget is spent.
     """
-    height, width = predictor.preprocessing.height, predictor.preprocessing.width
+    return time_predictors([predictor], sizes, budget_s, clock)[0]
+
+
+def time_predictors(
+    predictors: list[Predictor],
+    sizes: list[int],
+    budget_s: float = BUDGET_S,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[dict[int, float]]:
+    """:func:`time_per_image` for several predictors of the same model side by side: each
+    round times every predictor at every size, both in a rotating order, so that other work
+    on the machine slows them alike."""
+    first = predictors[0].preprocessing
     pixels = np.random.default_rng(0).integers(
-        0, 256, size=(max(sizes), height, width, 3), dtype=np.uint8
+        0, 256, size=(max(sizes), first.height, first.width, 3), dtype=np.uint8
     )
-    predictor(pixels[:1])  # the first pass allocates; it is not measured
-    best = dict.fromkeys(sizes, float("inf"))
+    for predictor in predictors:
+        predictor(pixels[:1])  # the first pass allocates; it is not measured
+    best = [dict.fromkeys(sizes, float("inf")) for _ in predictors]
+    order = list(range(len(predictors)))
     started = clock()
     for round_index in range(ROUNDS):
         spent = clock() - started
         if round_index and spent * (round_index + 1) / round_index > budget_s:
             break  # another round, as long as the ones before, would pass the budget
+        turn = order[round_index % len(order) :] + order[: round_index % len(order)]
         shift = round_index % len(sizes)
-        for size in sizes[shift:] + sizes[:shift]:
-            begun = clock()
-            predictor(pixels[:size])
-            best[size] = min(best[size], (clock() - begun) / size)
+        for index in turn:
+            for size in sizes[shift:] + sizes[:shift]:
+                begun = clock()
+                predictors[index](pixels[:size])
+                best[index][size] = min(best[index][size], (clock() - begun) / size)
     return best

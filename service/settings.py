@@ -93,6 +93,19 @@ class Settings(BaseModel):
         "fp32 (contract.precision), else fp32. int8: dynamic quantization of the linear "
         "layers, CPU only.",
     )
+    runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
+        "auto",
+        description="What runs the forward pass (service.runtime). onnxruntime and openvino run "
+        "the ONNX graph `visiontune optimize` keeps in the stored model, if it agrees with torch "
+        "fp32 on the model's stored held-out images at warm-up (else torch serves, and the log "
+        "says why). auto: on a CPU, the fastest of those that agree, timed at warm-up; on a "
+        "GPU, torch.",
+    )
+    onnx_provider: Literal["cpu", "cuda", "tensorrt"] = Field(
+        "cpu",
+        description="ONNX Runtime's execution provider with VISIONTUNE_RUNTIME=onnxruntime; "
+        "cuda and tensorrt need onnxruntime-gpu and an NVIDIA GPU.",
+    )
     compile: bool = Field(
         False, description="torch.compile the model (slower start, faster steps)."
     )
@@ -199,6 +212,34 @@ class Settings(BaseModel):
         if self.gpu_decode and not (has_gpu and has_torchvision):
             missing = "a CUDA GPU" if not has_gpu else "torchvision (the GPU image has it)"
             raise ValueError(f"{PREFIX}GPU_DECODE=1 needs {missing}; unset it to decode on CPU")
+
+    def check_runtime(self, has_gpu: bool, providers: list[str] | None) -> None:
+        """Refuse a runtime setting this machine can't run (at import, like the precision).
+
+        ``providers``: ONNX Runtime's available execution providers (None: not installed).
+        """
+        if self.onnx_provider != "cpu":
+            if self.runtime != "onnxruntime":
+                raise ValueError(
+                    f"{PREFIX}ONNX_PROVIDER={self.onnx_provider} applies to ONNX Runtime: "
+                    f"set {PREFIX}RUNTIME=onnxruntime, or unset {PREFIX}ONNX_PROVIDER"
+                )
+            wanted = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+            if not has_gpu or wanted[self.onnx_provider] not in (providers or []):
+                missing = "an NVIDIA GPU" if not has_gpu else "onnxruntime-gpu"
+                raise ValueError(
+                    f"{PREFIX}ONNX_PROVIDER={self.onnx_provider} needs {missing} with ONNX "
+                    f"Runtime's {wanted[self.onnx_provider]} (available here: "
+                    f"{', '.join(providers or ['no onnxruntime'])}); unset it to run on the CPU"
+                )
+        if self.runtime == "openvino" and self.precision == "fp16":
+            raise ValueError(f"{PREFIX}RUNTIME=openvino runs fp32, bf16 or int8 on a CPU")
+        cpu_onnxruntime = self.runtime == "onnxruntime" and self.onnx_provider == "cpu"
+        if cpu_onnxruntime and self.precision in ("bf16", "fp16"):
+            raise ValueError(
+                f"{PREFIX}RUNTIME=onnxruntime runs fp32 or int8 on a CPU; for "
+                f"{PREFIX}PRECISION={self.precision} use openvino (bf16) or torch"
+            )
 
     @property
     def bentoml_config(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from contract.savedmodel import ModelMetadata
 from training.store import load_predictor
 
 log = logging.getLogger(__name__)
@@ -58,28 +59,35 @@ class _Logits(nn.Module):
 def export_onnx(tag: str, output: Path | None = None) -> Exported:
     """Write the stored model ``tag`` as ONNX (default ``./NAME-VERSION.onnx``) and check it."""
     predictor, metadata, resolved = load_predictor(tag)
-    model, preprocessing = predictor.model, predictor.preprocessing
     path = Path(output) if output is not None else Path(f"{resolved.name}-{resolved.version}.onnx")
     if path.is_dir():
         raise ExportError(f"--output {path}: is a folder; name the .onnx file")
+    difference = write_graph(predictor, metadata, str(resolved), path)
+    return Exported(path=path, tag=str(resolved), max_difference=difference)
+
+
+def write_graph(predictor, metadata: ModelMetadata, tag: str, path: Path) -> float:
+    """Export ``predictor``'s model to ``path`` (written whole or not at all), checked against
+    ONNX Runtime; the largest logit difference."""
+    model, preprocessing = predictor.model, predictor.preprocessing
     module = _Logits(model).eval()
     example = torch.zeros(2, 3, preprocessing.height, preprocessing.width)
     properties = {
-        "visiontune.tag": str(resolved),
+        "visiontune.tag": tag,
         "visiontune.labels": json.dumps(metadata.labels, ensure_ascii=False),
         "visiontune.temperature": repr(metadata.temperature),
         "visiontune.image_size": json.dumps(list(metadata.image_size)),
         "visiontune.backbone": metadata.backbone,
         "preprocessor_config": preprocessing.to_processor().to_json_string(),
     }
-    with tempfile.TemporaryDirectory(dir=path.parent if path.parent.exists() else None) as tmp:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         draft = Path(tmp) / path.name
         _export(module, example, draft)
         _add_metadata(draft, properties)
         difference = _check(module, draft, preprocessing.height, preprocessing.width)
-        path.parent.mkdir(parents=True, exist_ok=True)
         draft.replace(path)
-    return Exported(path=path, tag=str(resolved), max_difference=difference)
+    return difference
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ it short either.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from transformers import PreTrainedModel
 
 from contract.images import Preprocessing
 from contract.predictor import Predictor
+from contract.samples import CALIBRATION_IMAGES, HELD_OUT_IMAGES, Samples, spread
 from contract.savedmodel import (
     CONFIG_FILENAME,
     DEFAULT_MODEL_NAME,
@@ -26,6 +28,8 @@ from contract.savedmodel import (
 from contract.stages import resolve
 from training.modelcard import CARD_FILENAME, model_card
 
+MODEL_YAML = "model.yaml"  # where BentoML keeps a stored model's info, metadata included
+
 
 def save_model(
     model: PreTrainedModel,
@@ -33,8 +37,10 @@ def save_model(
     metadata: ModelMetadata,
     *,
     name: str = DEFAULT_MODEL_NAME,
+    samples: Samples | None = None,
 ) -> bentoml.Tag:
-    """Write ``model`` (a plain transformers model, adapters merged) into the store.
+    """Write ``model`` (a plain transformers model, adapters merged) into the store, with
+    ``samples`` of its images if given (``contract.samples``).
 
     It is a ``candidate``: its stage lives in the registry of ``contract.stages``,
     changed by ``visiontune promote``/``rollback``, not in a BentoML label.
@@ -49,8 +55,28 @@ def save_model(
         (path / CONFIG_FILENAME).write_text(json.dumps(metadata.training_config, indent=2))
         card = model_card(str(bento_model.tag), metadata, preprocessing)
         (path / CARD_FILENAME).write_text(card, encoding="utf-8")
+        if samples is not None:
+            samples.save(path)
         _check_safetensors_only(path)
     return bento_model.tag
+
+
+def samples_of(data, preprocessing: Preprocessing) -> Samples:
+    """The images a stored model keeps (``contract.samples``): held out from the test split
+    (else validation), calibration from the training split; spread over the labels."""
+    from training.data import ImageSet
+
+    held = data.test or data.val
+    chosen = [held[i] for i in spread([label for _, label in held], HELD_OUT_IMAGES)]
+    held_set = ImageSet(chosen, preprocessing, cache=True)
+    train = data.train
+    picked = spread([label for _, label in train], CALIBRATION_IMAGES, seed=1)
+    calibration = ImageSet([train[i] for i in picked], preprocessing, cache=True)
+    return Samples(
+        held_out=held_set.cache.numpy(),
+        held_out_labels=held_set.labels.numpy(),
+        calibration=calibration.cache.numpy(),
+    )
 
 
 def load_predictor(ref: str | bentoml.Tag) -> tuple[Predictor, ModelMetadata, bentoml.Tag]:
@@ -58,6 +84,37 @@ def load_predictor(ref: str | bentoml.Tag) -> tuple[Predictor, ModelMetadata, be
     bento_model = bentoml.models.get(resolve(str(ref)))
     metadata = ModelMetadata.model_validate(bento_model.info.metadata)
     return Predictor.from_folder(bento_model.path, metadata), metadata, bento_model.tag
+
+
+def update_metadata(stored: bentoml.Model, changes: dict) -> None:
+    """Merge ``changes`` into a stored model's BentoML metadata, atomically.
+
+    BentoML offers no call that changes a stored model's metadata; it keeps it in the
+    folder's ``model.yaml``, written by ``ModelInfo.dump``. The same dump is read back by
+    BentoML's own ``from_yaml_file`` (which refuses what it could not load, such as a
+    None) and goes to a file beside it, which then replaces it: a reader sees the metadata
+    before or after, never half of it (tests/unit/test_runtime.py reads it back in a
+    fresh process).
+    """
+    info = stored.info
+    merged = {**info.metadata, **changes}
+    previous = dict(info.metadata)
+    info.metadata.clear()
+    info.metadata.update(merged)
+    try:
+        text = io.StringIO()
+        info.dump(text)
+        type(info).from_yaml_file(io.StringIO(text.getvalue()))
+    except Exception as err:
+        info.metadata.clear()
+        info.metadata.update(previous)
+        while isinstance(err, BaseExceptionGroup):  # cattrs groups what it refused
+            err = err.exceptions[0]
+        raise ValueError(f"metadata BentoML cannot store: {err}") from None
+    folder = Path(stored.path)
+    draft = folder / f".{MODEL_YAML}.tmp"
+    draft.write_text(text.getvalue(), encoding="utf8")
+    draft.replace(folder / MODEL_YAML)
 
 
 def list_models(name: str | None = None) -> list[bentoml.Model]:

@@ -74,7 +74,7 @@ from training.model import (
 from training.preflight import check_free_space, check_writable, describe
 from training.progress import track
 from training.stopping import Interrupted, StopRequests
-from training.store import save_model
+from training.store import samples_of, save_model
 
 
 class StoreError(RuntimeError):
@@ -353,8 +353,9 @@ def finish(run: Run) -> TrainResult:
         model = merge_adapters(model).to("cpu").float().eval()
         if run.before_save is not None:
             metadata = run.before_save(model, preprocessing, metadata)
+        samples = samples_of(data, preprocessing)
         with run.stop.critical():  # a signal now waits until the model is stored whole
-            tag = _store(model, preprocessing, metadata, config, run.stop.checkpoint)
+            tag = _store(model, preprocessing, metadata, config, run.stop.checkpoint, samples)
             summary = {
                 **_summary(str(tag), metadata, val, test, data),
                 "calibration": calibrations,
@@ -400,9 +401,9 @@ def _warmup_cosine(optimizer, config: TrainConfig, images: int, processes: int):
     )
 
 
-def _store(model, preprocessing, metadata, config: TrainConfig, kept: Path) -> bentoml.Tag:
+def _store(model, preprocessing, metadata, config: TrainConfig, kept: Path, samples) -> bentoml.Tag:
     try:
-        return save_model(model, preprocessing, metadata, name=config.name)
+        return save_model(model, preprocessing, metadata, name=config.name, samples=samples)
     except Exception as err:  # disk full, store unwritable...: say where the weights are
         raise StoreError(
             f"cannot save the model into the store ({describe(err)}); the trained weights are "

@@ -106,3 +106,15 @@ def test_generated_dockerfile_runs_as_the_bentoml_user(bento):
     lines = (bento / "env" / "docker" / "Dockerfile").read_text().splitlines()
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users[-1] == "bentoml"
+
+
+def test_the_bento_packs_the_onnx_graph_the_runtimes_serve(stored_tag):
+    """`visiontune optimize` before the build: the container starts with the graph, converts
+    nothing."""
+    from training.optimize import optimize
+
+    tag = str(copy_model(stored_tag, unique_name("deploy-onnx")))
+    optimize(tag)
+    name, version = tag.split(":")
+    packed = build("visiontune", tag) / "models" / name / version
+    assert (packed / "onnx" / "model.onnx").is_file()

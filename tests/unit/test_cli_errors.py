@@ -52,6 +52,8 @@ from tests.support.images import add_bad_files, write_classes
         (("evaluate", "--data", "digits"), ["tag"]),
         (("evaluate", "m:1"), ["--data"]),
         (("models", "a", "b"), ["b"]),
+        (("optimize", "nothing-here:v1"), ["no model nothing-here:v1"]),
+        (("optimize", "m:1", "--max-accuracy-loss", "2"), ["--max-accuracy-loss", "0.01"]),
     ],
 )
 def test_usage_errors_are_one_line(args, fragments):

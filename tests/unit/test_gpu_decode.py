@@ -1,5 +1,7 @@
-"""service.gpu_decode on CPU: which files go to the batch decoder, the resize matches the CPU
-path's, a failing decoder leaves everything to the CPU, mixed batches stack on the device.
+"""service.gpu_decode on CPU: which files go to the batch decoder, the pixels match the CPU
+path's for every backbone family's policy (resize, filter, crop, channel order), a filter the
+GPU path lacks is refused, a failing decoder leaves everything to the CPU, mixed batches stack
+on the device.
 
 nvJPEG itself needs CUDA and torchvision (benchmarks/gpu_check.sh runs it on a GPU); here a
 fake batch decoder decodes with PIL into (3, H, W) tensors, as nvJPEG returns them.
@@ -16,6 +18,7 @@ from PIL import Image
 
 from contract.images import Preprocessing, decode_image
 from service.gpu_decode import GpuJpegDecoder, stack_pixels, torchvision_available
+from training.backbones import FAMILIES, family_processor
 
 PREPROCESSING = Preprocessing(height=24, width=32, mean=(0.5,) * 3, std=(0.5,) * 3)
 
@@ -81,6 +84,50 @@ def test_the_gpu_resize_matches_the_cpu_path():
     assert np.abs(on_gpu - on_cpu).max() <= 8
 
 
+def family_policy(family: str) -> Preprocessing:
+    return Preprocessing.from_processor(family_processor(family, 32))
+
+
+def cpu_pixels(file: bytes, policy: Preprocessing) -> np.ndarray:
+    """What the service's CPU path makes of a file (JPEG draft decoding included)."""
+    return policy.resize(decode_image(file, draft_size=policy.draft_size))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("size", [(160, 120), (90, 150), (20, 24)])
+def test_each_family_gets_the_pixels_it_was_trained_on(family, size):
+    """Landscape, portrait and smaller than the crop (zero padding): the GPU path's pixels are
+    the CPU path's, and far from what a plain squash to the model's size would give."""
+    policy = family_policy(family)
+    file = encoded(photo(*size), quality=95)
+    decoder = GpuJpegDecoder(policy, max_pixels=100_000, decode_batch=FakeNvjpeg())
+    on_gpu = decoder([file])[0].numpy().astype(int)
+    on_cpu = cpu_pixels(file, policy).astype(int)
+    assert on_gpu.shape == on_cpu.shape == (policy.height, policy.width, 3)
+    assert np.abs(on_gpu - on_cpu).mean() < 1.0, family
+    assert np.abs(on_gpu - on_cpu).max() <= 12, family
+    if policy.crops or policy.flip_channel_order:
+        squashed = Preprocessing(policy.height, policy.width, policy.mean, policy.std)
+        plain = squashed.resize(decode_image(file)).astype(int)
+        assert np.abs(plain - on_cpu).mean() > 4 * max(np.abs(on_gpu - on_cpu).mean(), 0.5)
+
+
+def test_nearest_resampling_matches_pil():
+    policy = Preprocessing(24, 32, (0.5,) * 3, (0.5,) * 3, resize_to=40, resample=0)
+    file = encoded(photo(), quality=95)
+    decoder = GpuJpegDecoder(policy, max_pixels=100_000, decode_batch=FakeNvjpeg())
+    on_gpu = decoder([file])[0].numpy().astype(int)
+    on_cpu = policy.resize(decode_image(file)).astype(int)
+    assert np.abs(on_gpu - on_cpu).mean() < 1.0
+
+
+@pytest.mark.parametrize("resample", [Image.Resampling.LANCZOS, Image.Resampling.BOX])
+def test_a_filter_the_gpu_path_lacks_is_refused_at_start_up(resample):
+    policy = Preprocessing(24, 32, (0.5,) * 3, (0.5,) * 3, resample=int(resample))
+    with pytest.raises(ValueError, match=f"{resample.name.lower()} resampling.*unset it"):
+        GpuJpegDecoder(policy, max_pixels=100_000, decode_batch=FakeNvjpeg())
+
+
 def test_a_failing_decoder_leaves_the_request_to_the_cpu():
     fake = FakeNvjpeg(fail=True)
     decoder = GpuJpegDecoder(PREPROCESSING, max_pixels=100_000, decode_batch=fake)
@@ -108,11 +155,14 @@ def test_stack_pixels_keeps_host_batches_in_numpy_and_mixes_onto_the_device():
     not (torch.cuda.is_available() and torchvision_available()),
     reason="nvJPEG needs a CUDA GPU and torchvision",
 )
-def test_nvjpeg_decodes_a_batch_on_the_gpu():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_nvjpeg_decodes_a_batch_on_the_gpu(family):
     from service.gpu_decode import nvjpeg
 
-    decoder = GpuJpegDecoder(PREPROCESSING, 100_000, nvjpeg(torch.device("cuda")))
-    decoded = decoder([encoded(photo()), encoded(photo(mode="L"))])
+    policy = family_policy(family)
+    decoder = GpuJpegDecoder(policy, 100_000, nvjpeg(torch.device("cuda")))
+    file = encoded(photo(), quality=95)
+    decoded = decoder([file, encoded(photo(mode="L"))])
     assert [image.device.type for image in decoded.values()] == ["cuda", "cuda"]
-    on_cpu = PREPROCESSING.resize(decode_image(encoded(photo())))
+    on_cpu = cpu_pixels(file, policy).astype(int)
     assert np.abs(decoded[0].cpu().numpy().astype(int) - on_cpu).mean() < 2.0
