@@ -76,6 +76,61 @@ class Collectors:
             ["model"],
             multiprocess_mode="livemax",
         )
+        self.captured = Counter(
+            "visiontune_captured_images",
+            "Images written to the capture (VISIONTUNE_CAPTURE), with their answers.",
+            ["model"],
+        )
+        self.captured_bytes = Counter(
+            "visiontune_captured_bytes", "Bytes written to the capture.", ["model"]
+        )
+        self.capture_dropped = Counter(
+            "visiontune_capture_dropped",
+            "Captures not written, by reason: queue_full (the store is slower than the "
+            "traffic), write_error, budget_full (VISIONTUNE_CAPTURE_MAX_GB), disk_full.",
+            ["model", "reason"],
+        )
+        self.capture_full = Gauge(
+            "visiontune_capture_full",
+            "1 while the capture is at its budget (or its disk nearly full) and keeps nothing.",
+            ["model"],
+            multiprocess_mode="livemax",
+        )
+        self.shadow_compared = Counter(
+            "visiontune_shadow_compared",
+            "Images the shadow model also answered (VISIONTUNE_SHADOW_RATE of them).",
+            ["model", "shadow"],
+        )
+        self.shadow_agreed = Counter(
+            "visiontune_shadow_agreed",
+            "Images where the shadow's top-1 label is the served model's.",
+            ["model", "shadow"],
+        )
+        self.shadow_confidence = Histogram(
+            "visiontune_shadow_confidence",
+            "Calibrated top-1 score on the images the shadow answered, of each model "
+            '(answered_by="model" or "shadow").',
+            ["model", "shadow", "answered_by"],
+            buckets=CONFIDENCE_BUCKETS,
+        )
+        self.shadow_low_confidence = Counter(
+            "visiontune_shadow_low_confidence_predictions",
+            "Of the images the shadow answered, those scored below VISIONTUNE_LOW_CONFIDENCE, "
+            "by each model.",
+            ["model", "shadow", "answered_by"],
+        )
+        self.shadow_seconds = Histogram(
+            "visiontune_shadow_inference_seconds",
+            "The shadow's batched forward pass (run after the answers were sent).",
+            ["model", "shadow"],
+            buckets=SECONDS_BUCKETS,
+        )
+        self.shadow_skipped = Counter(
+            "visiontune_shadow_skipped",
+            "Images sampled for the shadow that it did not answer, by reason (queue_full: "
+            "it could not keep up; model_error).",
+            ["model", "shadow", "reason"],
+        )
         # The tag of the model this process serves, set when the service loads it.
         self.model = ""
 
