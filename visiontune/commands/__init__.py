@@ -2,6 +2,7 @@
 
 from visiontune.commands import (
     backbone,
+    capture,
     deploy,
     evaluate,
     export,
@@ -12,6 +13,7 @@ from visiontune.commands import (
     retrain,
     rollback,
     score,
+    shadow,
     train,
 )
 
@@ -28,4 +30,6 @@ COMMANDS = (
     deploy,
     backbone,
     lr_find,
+    capture,
+    shadow,
 )
