@@ -68,6 +68,8 @@ def task(capture: str, record: CaptureRecord, image_url_prefix: str | None) -> d
             "capture": capture,
             "path": record.image,
             "model": record.answer.model,
+            "answer": record.answer.label,
+            "score": record.answer.score,
             "captured": record.time.isoformat(),
         },
         "predictions": predictions,
@@ -157,7 +159,7 @@ def import_labels(export: Path, output: Path, capture: str | None = None) -> Imp
                 inference_id=inference_id, label=label, file=str(path.relative_to(output))
             )
         )
-        agreed += label == _predicted(item)
+        agreed += label == data.get("answer")
     if not images:
         raise LabellingError(f"{export}: no task has a label yet ({len(tasks)} tasks)")
     manifest = LabelledCapture(source=str(export), images=images)
@@ -182,15 +184,6 @@ def latest_label(item: dict, export: Path, index: int) -> str | None:
                     raise LabellingError(
                         f"{export}: task {index} has {len(choices)} labels; one expected"
                     )
-                return str(choices[0])
-    return None
-
-
-def _predicted(item: dict) -> str | None:
-    for prediction_ in item.get("predictions") or []:
-        for result in prediction_.get("result") or []:
-            choices = (result.get("value") or {}).get("choices")
-            if choices:
                 return str(choices[0])
     return None
 

@@ -43,7 +43,7 @@ def capture(tmp_path) -> str:
 
 def label_studio_export(tasks: list[dict], labels: dict[str, str | None]) -> list[dict]:
     """What Label Studio's JSON export holds once ``labels`` (by inference id) were given:
-    the task, its predictions and an annotation (a cancelled one for None)."""
+    the task, an annotation (a cancelled one for None), and its predictions by id."""
     exported = []
     for number, task in enumerate(tasks, 1):
         label = labels.get(task["data"]["inference_id"], "")
@@ -60,7 +60,10 @@ def label_studio_export(tasks: list[dict], labels: dict[str, str | None]) -> lis
                     "updated_at": "2026-05-01T13:00:00Z",
                 }
             )
-        exported.append({"id": number, **task, "annotations": annotations})
+        predictions = list(range(2 * number, 2 * number + len(task["predictions"])))
+        exported.append(
+            {"id": number, **task, "annotations": annotations, "predictions": predictions}
+        )
     return exported
 
 
