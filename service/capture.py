@@ -80,10 +80,11 @@ class Sampler:
 
 @dataclass
 class CaptureCounters:
-    """What the writer reports; the service passes its Prometheus counters."""
+    """What the writer reports, per capture, by the tag of the model that answered; the
+    service passes its Prometheus counters."""
 
-    written: Callable[[int, int], None] = lambda images, size: None
-    dropped: Callable[[str, int], None] = lambda reason, n: None
+    written: Callable[[str, int], None] = lambda model, size: None
+    dropped: Callable[[str, str], None] = lambda model, reason: None
     full: Callable[[bool], None] = lambda full: None
 
 
@@ -133,12 +134,12 @@ class CaptureWriter:
     def offer(self, capture: Capture) -> bool:
         """Queue one capture without waiting; False (and counted) when it is dropped."""
         if not capture.priority and self.queue.qsize() >= self.half:
-            self.counters.dropped("queue_full", 1)
+            self.counters.dropped(capture.record.answer.model, "queue_full")
             return False
         try:
             self.queue.put_nowait(capture)
         except queue.Full:
-            self.counters.dropped("queue_full", 1)
+            self.counters.dropped(capture.record.answer.model, "queue_full")
             return False
         return True
 
@@ -188,7 +189,7 @@ class CaptureWriter:
                 self.used += len(capture.image) + len(line)
             else:
                 self._set_full(True)
-                self.counters.dropped(reason, 1)
+                self.counters.dropped(capture.record.answer.model, reason)
         for hour, captures in by_hour.items():
             size = sum(len(capture.image) + len(line) for capture, line in captures)
             try:
@@ -198,9 +199,11 @@ class CaptureWriter:
                     "capture: writing %d records to %s failed: %s", len(captures), hour, err
                 )
                 self.used -= size
-                self.counters.dropped("write_error", len(captures))
+                for capture, _ in captures:
+                    self.counters.dropped(capture.record.answer.model, "write_error")
                 continue
-            self.counters.written(len(captures), size)
+            for capture, line in captures:
+                self.counters.written(capture.record.answer.model, len(capture.image) + len(line))
 
     def _no_room(self, size: int) -> str | None:
         """Why ``size`` more bytes can't be written (None: they can)."""

@@ -15,8 +15,13 @@ from __future__ import annotations
 import functools
 from collections import deque
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.capture import CaptureCounters
 
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+ANSWERED_BY = ("model", "shadow")  # the label telling a shadow's figures from the served model's
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -210,3 +215,57 @@ class PredictionMetrics:
         drift = self.mix.add(self.label_ids[label])
         if drift is not None:
             self.label_drift.set(drift)
+
+
+class ShadowMetrics:
+    """What a worker records about its shadow model, against the model it shadows."""
+
+    def __init__(self, model: str, shadow: str):
+        c = collectors()
+        pair = {"model": model, "shadow": shadow}
+        self.compared = c.shadow_compared.labels(**pair)
+        self.agreed = c.shadow_agreed.labels(**pair)
+        self.confidence = {
+            who: c.shadow_confidence.labels(**pair, answered_by=who) for who in ANSWERED_BY
+        }
+        self.low_confidence = {
+            who: c.shadow_low_confidence.labels(**pair, answered_by=who) for who in ANSWERED_BY
+        }
+        self.seconds = c.shadow_seconds.labels(**pair)
+        self._skipped = c.shadow_skipped
+        self.pair = pair
+
+    def compare(
+        self, label: str, score: float, shadow_label: str, shadow_score: float, low: float
+    ) -> None:
+        """One image both answered: the served model's answer, then the shadow's."""
+        self.compared.inc()
+        if label == shadow_label:
+            self.agreed.inc()
+        for who, value in (("model", score), ("shadow", shadow_score)):
+            self.confidence[who].observe(value)
+            if value < low:
+                self.low_confidence[who].inc()
+
+    def observe_seconds(self, seconds: float) -> None:
+        self.seconds.observe(seconds)
+
+    def skipped(self, reason: str, n: int) -> None:
+        self._skipped.labels(**self.pair, reason=reason).inc(n)
+
+
+def capture_counters(set_full) -> CaptureCounters:
+    """The capture writer's counters, as Prometheus metrics (``set_full``: the gauge's setter
+    for the worker's models)."""
+    from service.capture import CaptureCounters
+
+    c = collectors()
+
+    def written(model: str, size: int) -> None:
+        c.captured.labels(model=model).inc()
+        c.captured_bytes.labels(model=model).inc(size)
+
+    def dropped(model: str, reason: str) -> None:
+        c.capture_dropped.labels(model=model, reason=reason).inc()
+
+    return CaptureCounters(written=written, dropped=dropped, full=set_full)

@@ -34,12 +34,14 @@ class Recorded(CaptureCounters):
         self.images, self.bytes, self.drops, self.fullness = 0, 0, Counter(), []
         super().__init__(written=self._written, dropped=self._dropped, full=self.fullness.append)
 
-    def _written(self, images: int, size: int) -> None:
-        self.images += images
+    def _written(self, model: str, size: int) -> None:
+        assert model == "digits:v1"
+        self.images += 1
         self.bytes += size
 
-    def _dropped(self, reason: str, n: int) -> None:
-        self.drops[reason] += n
+    def _dropped(self, model: str, reason: str) -> None:
+        assert model == "digits:v1"
+        self.drops[reason] += 1
 
 
 def test_sampled_requests_and_low_confidence_answers_are_kept():
