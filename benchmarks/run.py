@@ -29,6 +29,7 @@ BENCHMARKS = {
     "loader": ["--threads", "1"],
     "load": [],
     "score_throughput": [],
+    "live_traffic": [],
 }
 
 
