@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
 import numpy as np
@@ -33,20 +36,24 @@ from contract.precision import choose_cpu_precision, cpu_has_native_bf16
 from contract.predictor import Predictor
 from contract.savedmodel import MODEL_ENV, ModelMetadata
 from contract.stages import StageError, recorded_stage, resolve
-from service import batching, limits, logs
+from service import batching, limits, logs, routing
 from service.auth import BearerAuth, configured_token
+from service.capture import CaptureWriter, Sampler
 from service.deadworkers import ForgetDeadWorkers
 from service.faults import BatchFailureAnswer, run_batch
 from service.forward_batch import choose_forward_batch
 from service.gpu_decode import GpuJpegDecoder, nvjpeg, stack_pixels, torchvision_available
 from service.inputs import Base64Images, BodyLimit, Decoded, ImageFiles, decode_images
-from service.metrics import PredictionMetrics
-from service.settings import settings
+from service.live import LiveTraffic
+from service.metrics import PredictionMetrics, ShadowMetrics, capture_counters, collectors
+from service.settings import SHADOW_ENV, settings
+from service.shadow import Shadow
 
 logger = logging.getLogger("bentoml.visiontune")
 batching.install()  # before BentoML builds this service's batching dispatchers
 limits.install()  # before BentoML builds its middlewares
 logs.log_rejections_briefly()
+logs.log_inference_ids()
 settings.check_precision(has_gpu=torch.cuda.is_available())
 settings.check_gpu_decode(torch.cuda.is_available(), torchvision_available())
 
@@ -61,6 +68,10 @@ class Prediction(BaseModel):
     score: float = Field(description="Its calibrated probability.")
     top_k: list[LabelScore] = Field(description="The best labels, most likely first.")
     model: str = Field(description="Tag of the model that answered.")
+    inference_id: str = Field(
+        description="This answer's id (the request's X-Inference-Id, then -INDEX): what "
+        "joins a label given later to the image and the answer (docs/capture.md)."
+    )
 
 
 # Declared, because BentoML otherwise derives an answer's media type from the JSON schema
@@ -69,55 +80,126 @@ Predictions = Annotated[list[Prediction], ContentType("application/json")]
 
 
 async def describe_model(request: Request) -> JSONResponse:
-    return JSONResponse(bentoml.get_current_service().description)
+    """The default model, with every model under ``models``; ``/models/NAME/model``: NAME's."""
+    service = bentoml.get_current_service()
+    asked = routing.current()
+    if asked is not None and asked.model is not None:
+        return JSONResponse(service.models[asked.model].description)
+    return JSONResponse(service.description)
 
 
 model_info = Starlette(routes=[Route("/model", describe_model, methods=["GET"])])
 
 
-def resolve_model(ref: str) -> bentoml.Tag:
-    """The exact tag ``VISIONTUNE_MODEL`` names (``NAME@production`` by default), resolved once
-    at import, so ``bentoml build`` packs it; a reference naming nothing stops the start."""
+def resolve_model(ref: str, variable: str = MODEL_ENV) -> bentoml.Tag:
+    """The exact tag a reference names (``NAME@production`` by default), resolved once at
+    import, so ``bentoml build`` packs it; a reference naming nothing stops the start."""
     try:
         return resolve(ref)
     except StageError as err:
-        raise SystemExit(f"visiontune: error: {MODEL_ENV}={ref}: {err}") from None
+        raise SystemExit(f"visiontune: error: {variable}={ref}: {err}") from None
+
+
+def served_models() -> dict[str, bentoml.models.BentoModel]:
+    """Every model served, by name (``VISIONTUNE_MODELS``, or ``VISIONTUNE_MODEL`` alone)."""
+    variable = "VISIONTUNE_MODELS" if settings.models else MODEL_ENV
+    return {
+        name: bentoml.models.BentoModel(resolve_model(ref, variable))
+        for name, ref in settings.served_models.items()
+    }
+
+
+@dataclass
+class ServedModel:
+    """One stored model ready to answer: what ``ImageClassifier.load_model`` makes."""
+
+    name: str
+    tag: str
+    labels: list[str]
+    metadata: ModelMetadata
+    predictor: Predictor
+    gpu_jpegs: GpuJpegDecoder | None
+    description: dict[str, Any]
+    metrics: PredictionMetrics | None = None  # the served models'; a shadow has its own
 
 
 @bentoml.asgi_app(model_info)
 @bentoml.service(workers=settings.workers, **settings.bentoml_config)
 class ImageClassifier:
-    stored_model = bentoml.models.BentoModel(resolve_model(settings.model))
+    stored_models = served_models()
+    stored_shadow = (
+        bentoml.models.BentoModel(resolve_model(settings.shadow, SHADOW_ENV))
+        if settings.shadow
+        else None
+    )
 
     def __init__(self) -> None:
-        stored = self.stored_model
-        self.tag = str(stored.tag)
-        self.metadata = ModelMetadata.model_validate(stored.info.metadata)
-        self.labels = self.metadata.labels
-        self.predictor = self.load(stored.path)
-        self.preprocessing = self.predictor.preprocessing
-        self.metrics = PredictionMetrics(
-            tag=self.tag,
-            backbone=public_name(self.metadata.backbone),
-            labels=self.labels,
-            training_distribution=list(self.metadata.label_distribution.values()),
+        # every forward pass of this worker, served or shadow, one at a time (service.shadow)
+        self.forward_lock = threading.Lock()
+        self.models = {
+            name: self.load_model(name, reference.resolve())
+            for name, reference in self.stored_models.items()
+        }
+        self.default = next(iter(self.models.values()))
+        for served in self.models.values():
+            served.metrics = self.prediction_metrics(served)
+        collectors().model = self.default.tag  # rejections before a model is known
+        shadow = self.load_model("shadow", self.stored_shadow) if self.stored_shadow else None
+        self.description = {
+            **self.default.description,
+            "models": {name: served.description for name, served in self.models.items()},
+            "shadow": shadow.description if shadow else None,
+        }
+        self.live = LiveTraffic(*self.capture(), self.start_shadow(shadow))
+        # Everything built so far (the model, torch, transformers, BentoML) lives as long as
+        # the worker: keep it out of the garbage collector's full collections, which would
+        # otherwise walk it every few seconds under load and stall the worker (BENCHMARKS.md).
+        gc.collect()
+        gc.freeze()
+
+    def load_model(self, name: str, stored: bentoml.Model) -> ServedModel:
+        """A stored model loaded, warmed up and described: the one way every model of this
+        worker (each of ``VISIONTUNE_MODELS``, the shadow) becomes ready to answer."""
+        metadata = ModelMetadata.model_validate(stored.info.metadata)
+        predictor = self.load(stored.path, metadata)
+        served = ServedModel(
+            name=name,
+            tag=str(stored.tag),
+            labels=metadata.labels,
+            metadata=metadata,
+            predictor=predictor,
+            gpu_jpegs=self.gpu_jpegs,
+            description=self.describe(name, stored, metadata, predictor),
+        )
+        self.warm_up(served)
+        return served
+
+    def prediction_metrics(self, served: ServedModel) -> PredictionMetrics:
+        return PredictionMetrics(
+            tag=served.tag,
+            backbone=public_name(served.metadata.backbone),
+            labels=served.labels,
+            training_distribution=list(served.metadata.label_distribution.values()),
             low_confidence=settings.low_confidence,
             drift_window=settings.drift_window,
         )
-        self.description = {
-            "tag": self.tag,
+
+    def describe(self, name: str, stored, metadata: ModelMetadata, predictor: Predictor) -> dict:
+        return {
+            "name": name,
+            "tag": str(stored.tag),
             "stage": recorded_stage(stored.tag),
-            "requested": settings.model,
+            "requested": settings.served_models.get(name, settings.shadow),
             "created": stored.info.creation_time.isoformat(),
-            **public_metadata(self.metadata),
+            **public_metadata(metadata),
             "serving": {
-                "device": str(self.predictor.device),
-                "precision": self.predictor.precision,
+                "device": str(predictor.device),
+                "precision": predictor.precision,
                 "precision_reason": self.precision_reason,
                 "compiled": settings.compile,
                 "gpu_decode": settings.gpu_decode,
                 "max_batch_size": settings.max_batch_size,
-                "forward_batch": self.predictor.forward_batch or settings.max_batch_size,
+                "forward_batch": predictor.forward_batch or settings.max_batch_size,
                 "forward_batch_reason": self.forward_batch_reason,
                 "max_latency_ms": settings.max_latency_ms,
                 "workers": settings.workers,
@@ -127,14 +209,50 @@ class ImageClassifier:
                 "max_body_bytes": settings.max_body_bytes,
             },
         }
-        self.warm_up()
-        # Everything built so far (the model, torch, transformers, BentoML) lives as long as
-        # the worker: keep it out of the garbage collector's full collections, which would
-        # otherwise walk it every few seconds under load and stall the worker (BENCHMARKS.md).
-        gc.collect()
-        gc.freeze()
 
-    def load(self, path: str) -> Predictor:
+    def capture(self) -> tuple[CaptureWriter | None, Sampler | None]:
+        """The worker's capture writer and sampler (None, None: capture off)."""
+        if settings.capture is None:
+            return None, None
+        tags = [served.tag for served in self.models.values()]
+
+        def full(is_full: bool) -> None:
+            for tag in tags:
+                collectors().capture_full.labels(model=tag).set(int(is_full))
+
+        writer = CaptureWriter(
+            settings.capture,
+            max_bytes=int(settings.capture_max_gb * 1e9),
+            queue_size=settings.capture_queue,
+            counters=capture_counters(full),
+        ).start()
+        low = settings.low_confidence if settings.capture_low_confidence else None
+        return writer, Sampler(settings.capture_rate, low)
+
+    def start_shadow(self, shadow: ServedModel | None) -> Shadow | None:
+        if shadow is None:
+            return None
+        rate = settings.shadow_share(torch.cuda.is_available())
+        logger.info(
+            "shadowing %s with %s on %.0f%% of its images", self.default.tag, shadow.tag, 100 * rate
+        )
+        return Shadow(
+            tag=shadow.tag,
+            predictor=shadow.predictor,
+            labels=shadow.labels,
+            rate=rate,
+            forward_lock=self.forward_lock,
+            metrics=ShadowMetrics(self.default.tag, shadow.tag),
+            low_confidence=settings.low_confidence,
+        )
+
+    def model_name(self, name: str | None) -> str:
+        """The served model a request names (None: the default); UnknownModel if none."""
+        if name is None:
+            return self.default.name
+        return routing.check_model(name, list(self.models))
+
+    def load(self, path: str, metadata: ModelMetadata) -> Predictor:
         """The stored model as a calibrated predictor, in eval mode on the serving device, in
         its precision (why: ``self.precision_reason``), compiled if asked; with the GPU JPEG
         decoder (``self.gpu_jpegs``) if asked."""
@@ -142,7 +260,7 @@ class ImageClassifier:
         if device.type == "cpu":
             torch.set_num_threads(settings.cpu_threads())
         predictor = Predictor.from_folder(
-            path, self.metadata, device=device, autocast_dtype=_autocast_dtype(device)
+            path, metadata, device=device, autocast_dtype=_autocast_dtype(device)
         )
         if settings.precision == "int8":
             predictor.quantize_linear_layers()
@@ -164,7 +282,7 @@ class ImageClassifier:
         )
         return predictor
 
-    def warm_up(self) -> None:
+    def warm_up(self, served: ServedModel) -> None:
         """A full batch before the server accepts requests, so /readyz means fast answers.
 
         A compiled model also runs a batch of one: Inductor builds a graph for any batch
@@ -174,50 +292,72 @@ class ImageClassifier:
         sizes = [settings.max_batch_size]
         if settings.compile and settings.max_batch_size > 1:
             sizes.append(1)
+        preprocessing = served.predictor.preprocessing
         for batch in sizes:
-            shape = (batch, self.preprocessing.height, self.preprocessing.width, 3)
-            self.predictor(np.zeros(shape, dtype=np.uint8))
+            shape = (batch, preprocessing.height, preprocessing.width, 3)
+            served.predictor(np.zeros(shape, dtype=np.uint8))
         logger.info(
-            "serving %s on %s: warm-up with a batch of %d%s took %.2fs",
-            self.tag,
-            self.predictor.device,
+            "%s (%s) on %s: warm-up with a batch of %d%s took %.2fs",
+            served.tag,
+            served.name,
+            served.predictor.device,
             settings.max_batch_size,
             " and one of 1 (compiling)" if len(sizes) > 1 else "",
             time.perf_counter() - started,
         )
 
-    def decode(self, images: list[bytes] | list[str]) -> list[np.ndarray]:
-        """Image files (bytes, or base64 text) to (height, width, 3) uint8 arrays.
+    def decode(self, images: list[bytes] | list[str], model: str) -> list[np.ndarray]:
+        """Image files (bytes, or base64 text) to the (height, width, 3) uint8 arrays ``model``
+        takes.
 
         Blocking: runs in a worker thread. Every bad image is named in one 400.
         """
+        served = self.models[model]
         started = time.perf_counter()
-        on_gpu = self.gpu_jpegs(images) if self.gpu_jpegs else {}
-        arrays = decode_images(images, self.preprocessing, decoded=on_gpu)
-        self.metrics.preprocess_seconds.observe(time.perf_counter() - started)
+        on_gpu = served.gpu_jpegs(images) if served.gpu_jpegs else {}
+        arrays = decode_images(images, served.predictor.preprocessing, decoded=on_gpu)
+        served.metrics.preprocess_seconds.observe(time.perf_counter() - started)
         return arrays
 
     def predict(self, images: list[Decoded]) -> list[Prediction]:
-        """One forward pass over a batch, which may mix images of several requests."""
-        started = time.perf_counter()
-        probabilities = run_batch(self.predictor, stack_pixels([image.pixels for image in images]))
-        self.metrics.inference_seconds.observe(time.perf_counter() - started)
-        predictions = [
-            self.encode(row, image.top_k) for row, image in zip(probabilities, images, strict=True)
-        ]
-        for prediction in predictions:
-            self.metrics.record(prediction.label, prediction.score)
+        """A batch, which may mix images of several requests and models: one forward pass per
+        model, never two models in one. Capture and the shadow take over after it."""
+        by_model: dict[str, list[int]] = defaultdict(list)
+        for index, image in enumerate(images):
+            by_model[image.model].append(index)
+        predictions: list[Prediction | None] = [None] * len(images)
+        for name, indices in by_model.items():
+            served, batch = self.models[name], [images[i] for i in indices]
+            pixels = stack_pixels([image.pixels for image in batch])
+            started = time.perf_counter()
+            with self.forward_lock:
+                probabilities = run_batch(served.predictor, pixels)
+            seconds = time.perf_counter() - started
+            served.metrics.inference_seconds.observe(seconds)
+            answers = [
+                self.encode(served, row, image)
+                for row, image in zip(probabilities, batch, strict=True)
+            ]
+            for index, answer in zip(indices, answers, strict=True):
+                predictions[index] = answer
+                served.metrics.record(answer.label, answer.score)
+            shadowed = served is self.default
+            self.live.after_batch(served.tag, batch, answers, pixels, seconds, shadowed)
         return predictions
 
-    def encode(self, probabilities: np.ndarray, top_k: int) -> Prediction:
+    def encode(self, served: ServedModel, probabilities: np.ndarray, image: Decoded) -> Prediction:
         """The best ``top_k`` labels; built without validation, as every field is ours."""
-        best = np.argsort(probabilities)[::-1][:top_k]
+        best = np.argsort(probabilities)[::-1][: image.top_k]
         ranked = [
-            LabelScore.model_construct(label=self.labels[i], score=float(probabilities[i]))
+            LabelScore.model_construct(label=served.labels[i], score=float(probabilities[i]))
             for i in best
         ]
         return Prediction.model_construct(
-            label=ranked[0].label, score=ranked[0].score, top_k=ranked, model=self.tag
+            label=ranked[0].label,
+            score=ranked[0].score,
+            top_k=ranked,
+            model=served.tag,
+            inference_id=f"{image.request.inference_id}-{image.index}",
         )
 
     @bentoml.api(input_spec=ImageFiles, **settings.batching)
@@ -236,7 +376,14 @@ ImageClassifier.add_asgi_middleware(BearerAuth, token=configured_token(settings)
 ImageClassifier.add_asgi_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 ImageClassifier.add_asgi_middleware(limits.RetryAfter)
 ImageClassifier.add_asgi_middleware(BatchFailureAnswer)
+# Inside BatchFailureAnswer, whose answers keep the X-Inference-Id header it adds.
+ImageClassifier.add_asgi_middleware(
+    routing.Requests, models=list(settings.served_models), captured_headers=settings.capture_headers
+)
 ImageClassifier.add_asgi_middleware(ForgetDeadWorkers)
+# `bentoml build` packs every model the service names: BentoML finds the class attributes
+# that are models (the shadow), and the served models, held in a dict, are added here.
+ImageClassifier.models.extend(ImageClassifier.inner.stored_models.values())
 
 
 def public_metadata(metadata: ModelMetadata) -> dict:

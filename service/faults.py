@@ -28,6 +28,7 @@ import torch
 
 from service import metrics
 from service.logs import BENTOML_EXCEPTION_LOGGER
+from service.routing import UnknownModel, answer_unknown
 
 logger = logging.getLogger("bentoml.visiontune")
 
@@ -69,13 +70,23 @@ def _failed(reason: str, size: int, cause: BaseException) -> BatchFailed:
     return BatchFailed(reason, size, cause)
 
 
+_OURS = (b"content-length", b"content-type")
+
+
 class _Outcome:
-    failure: BatchFailed | None = None
+    failure: BatchFailed | UnknownModel | None = None
 
 
 _outcome: contextvars.ContextVar[_Outcome | None] = contextvars.ContextVar(
     "visiontune_outcome", default=None
 )
+
+
+def note(failure: UnknownModel) -> None:
+    """Note a failure of the current request for ``BatchFailureAnswer`` to answer."""
+    outcome = _outcome.get()
+    if outcome is not None:
+        outcome.failure = failure
 
 
 class BatchFailureRecords(logging.Filter):
@@ -108,6 +119,10 @@ class BatchFailureAnswer:
         async def answer(message):
             nonlocal replaced
             failure = outcome.failure
+            if message["type"] == "http.response.start" and isinstance(failure, UnknownModel):
+                replaced = True
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _OURS]
+                return await answer_unknown(send, failure, kept)
             if message["type"] == "http.response.start" and failure and message["status"] == 500:
                 replaced = True
                 return await _send_failure(send, message, failure)

@@ -20,6 +20,7 @@ from contract.images import DEFAULT_MAX_PIXELS
 from contract.savedmodel import DEFAULT_MODEL_TAG
 
 PREFIX = "VISIONTUNE_"
+SHADOW_ENV = PREFIX + "SHADOW"
 # Peak bytes per pixel while one image decodes: the decoded image and its RGB conversion.
 DECODE_BYTES_PER_PIXEL = 8
 # Share of images a shadow model answers on a CPU by default (VISIONTUNE_SHADOW_RATE=auto).
