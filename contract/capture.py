@@ -90,6 +90,7 @@ def open_location(url: str, what: str = "the capture"):
 def read_records(url: str) -> Iterator[CaptureRecord]:
     """Every record of a capture, oldest file first."""
     fs, root = open_location(url)
+    fs.invalidate_cache()  # an object store's listings are cached; writers keep adding
     if not fs.exists(root):
         raise CaptureError(f"{url}: no such capture")
     for path in sorted(fs.glob(f"{root}/{RECORDS_GLOB}")):

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from contract.capture import CaptureError
 from contract.precision import choose_cpu_precision, cpu_has_native_bf16
 from contract.predictor import Predictor
 from contract.savedmodel import MODEL_ENV, ModelMetadata
@@ -98,6 +99,19 @@ def resolve_model(ref: str, variable: str = MODEL_ENV) -> bentoml.Tag:
         return resolve(ref)
     except StageError as err:
         raise SystemExit(f"visiontune: error: {variable}={ref}: {err}") from None
+
+
+def check_capture() -> None:
+    """A capture location that can't be written stops the start, with the variable named."""
+    if settings.capture is None:
+        return
+    try:
+        CaptureWriter(settings.capture, max_bytes=1).check()
+    except CaptureError as err:
+        raise SystemExit(f"visiontune: error: {err}") from None
+
+
+check_capture()
 
 
 def served_models() -> dict[str, bentoml.models.BentoModel]:
