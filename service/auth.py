@@ -11,10 +11,10 @@ constant time; a missing or wrong token gets a 401 with ``WWW-Authenticate: Bear
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 
 from service import metrics
+from service.errors import send_error
 from service.settings import PREFIX, Settings
 
 logger = logging.getLogger("bentoml.visiontune")
@@ -83,14 +83,8 @@ async def _unauthorized(send, what: str) -> None:
     challenge = b'Bearer realm="visiontune"'
     if what == "a wrong token":
         challenge += b', error="invalid_token"'
-    payload = json.dumps(
-        {"error": message, "detail": [{"type": "unauthorized", "loc": [], "msg": message}]}
-    ).encode()
     headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
         (b"www-authenticate", challenge),
         (b"connection", b"close"),  # the body, if any, was not read
     ]
-    await send({"type": "http.response.start", "status": 401, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+    await send_error(send, 401, "unauthorized", message, headers)

@@ -9,6 +9,10 @@ calibrated softmax) and ``encode`` the probabilities as labels. ``classify``
 adaptive batching dispatcher (with the wait estimate of ``service.batching``)
 gathers the images of concurrent requests into one ``predict``. ``GET /model``
 describes the model being served.
+
+This module reads in the order things happen when BentoML imports it:
+``prepare_bentoml`` (what must be in place before BentoML builds the service),
+the service class, then its ``middlewares``, outermost first.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from contract.capture import CaptureError
-from contract.precision import choose_cpu_precision, cpu_has_native_bf16
+from contract.precision import PrecisionChoice, choose_cpu_precision, cpu_has_native_bf16
 from contract.predictor import Predictor
 from contract.savedmodel import MODEL_ENV, ModelMetadata
 from contract.stages import StageError, recorded_stage, resolve
@@ -41,22 +45,53 @@ from service import batching, limits, logs, routing
 from service.auth import BearerAuth, configured_token
 from service.capture import CaptureWriter, Sampler
 from service.deadworkers import ForgetDeadWorkers
-from service.faults import BatchFailureAnswer, run_batch
+from service.faults import FailureAnswer, FailureRecords, run_batch
 from service.forward_batch import choose_forward_batch
 from service.gpu_decode import GpuJpegDecoder, nvjpeg, stack_pixels, torchvision_available
-from service.inputs import Base64Images, BodyLimit, Decoded, ImageFiles, decode_images
+from service.inputs import Base64Images, Decoded, ImageFiles, decode_images
 from service.live import LiveTraffic
 from service.metrics import PredictionMetrics, ShadowMetrics, capture_counters, collectors
 from service.settings import SHADOW_ENV, settings
 from service.shadow import Shadow
+from service.uploads import BodyLimit
 
 logger = logging.getLogger("bentoml.visiontune")
-batching.install()  # before BentoML builds this service's batching dispatchers
-limits.install()  # before BentoML builds its middlewares
-logs.log_rejections_briefly()
-logs.log_inference_ids()
-settings.check_precision(has_gpu=torch.cuda.is_available())
-settings.check_gpu_decode(torch.cuda.is_available(), torchvision_available())
+
+
+def prepare_bentoml() -> None:
+    """Everything that must be in place before BentoML builds the service below, in order.
+
+    1. Settings this machine cannot honour stop the start here, before any worker spawns;
+       so does a capture location that can't be written.
+    2. BentoML builds each batchable API's dispatcher, and its traffic middlewares, from
+       classes it looks up when it builds the app: ``service.batching`` and
+       ``service.limits`` replace them first (both touch BentoML internals; their
+       modules say why).
+    3. BentoML's exception log gets our filters: a rejected input is one INFO line
+       (``service.logs``), and a failed batch or refused request is noted for the
+       answer that names it (``service.faults``); its access log names each request's
+       inference id (``service.routing``).
+    """
+    settings.check_precision(has_gpu=torch.cuda.is_available())
+    settings.check_gpu_decode(torch.cuda.is_available(), torchvision_available())
+    check_capture()
+    batching.install()
+    limits.install()
+    logs.filter_exceptions(logs.RejectedInputRecords(), FailureRecords())
+    logs.log_inference_ids()
+
+
+def check_capture() -> None:
+    """A capture location that can't be written stops the start, with the variable named."""
+    if settings.capture is None:
+        return
+    try:
+        CaptureWriter(settings.capture, max_bytes=1).check()
+    except CaptureError as err:
+        raise SystemExit(f"visiontune: error: {err}") from None
+
+
+prepare_bentoml()
 
 
 class LabelScore(BaseModel):
@@ -101,19 +136,6 @@ def resolve_model(ref: str, variable: str = MODEL_ENV) -> bentoml.Tag:
         raise SystemExit(f"visiontune: error: {variable}={ref}: {err}") from None
 
 
-def check_capture() -> None:
-    """A capture location that can't be written stops the start, with the variable named."""
-    if settings.capture is None:
-        return
-    try:
-        CaptureWriter(settings.capture, max_bytes=1).check()
-    except CaptureError as err:
-        raise SystemExit(f"visiontune: error: {err}") from None
-
-
-check_capture()
-
-
 def served_models() -> dict[str, bentoml.models.BentoModel]:
     """Every model served, by name (``VISIONTUNE_MODELS``, or ``VISIONTUNE_MODEL`` alone)."""
     variable = "VISIONTUNE_MODELS" if settings.models else MODEL_ENV
@@ -123,18 +145,35 @@ def served_models() -> dict[str, bentoml.models.BentoModel]:
     }
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What ``ImageClassifier.load`` makes: the predictor as it will serve, the GPU JPEG
+    decoder if asked for, and why the precision and forward-pass size are what they are."""
+
+    predictor: Predictor
+    gpu_jpegs: GpuJpegDecoder | None
+    precision_reason: str
+    forward_batch_reason: str
+
+
 @dataclass
 class ServedModel:
     """One stored model ready to answer: what ``ImageClassifier.load_model`` makes."""
 
     name: str
     tag: str
-    labels: list[str]
     metadata: ModelMetadata
-    predictor: Predictor
-    gpu_jpegs: GpuJpegDecoder | None
+    loaded: Loaded
     description: dict[str, Any]
     metrics: PredictionMetrics | None = None  # the served models'; a shadow has its own
+
+    @property
+    def predictor(self) -> Predictor:
+        return self.loaded.predictor
+
+    @property
+    def labels(self) -> list[str]:
+        return self.metadata.labels
 
 
 @bentoml.asgi_app(model_info)
@@ -156,7 +195,7 @@ class ImageClassifier:
         }
         self.default = next(iter(self.models.values()))
         for served in self.models.values():
-            served.metrics = self.prediction_metrics(served)
+            served.metrics = prediction_metrics(served)
         collectors().model = self.default.tag  # rejections before a model is known
         shadow = self.load_model("shadow", self.stored_shadow) if self.stored_shadow else None
         self.description = {
@@ -172,57 +211,19 @@ class ImageClassifier:
         gc.freeze()
 
     def load_model(self, name: str, stored: bentoml.Model) -> ServedModel:
-        """A stored model loaded, warmed up and described: the one way every model of this
-        worker (each of ``VISIONTUNE_MODELS``, the shadow) becomes ready to answer."""
+        """A stored model loaded (``load``), warmed up and described: the one way every model
+        of this worker (each of ``VISIONTUNE_MODELS``, the shadow) becomes ready to answer."""
         metadata = ModelMetadata.model_validate(stored.info.metadata)
-        predictor = self.load(stored.path, metadata)
+        loaded = self.load(stored.path, metadata)
         served = ServedModel(
             name=name,
             tag=str(stored.tag),
-            labels=metadata.labels,
             metadata=metadata,
-            predictor=predictor,
-            gpu_jpegs=self.gpu_jpegs,
-            description=self.describe(name, stored, metadata, predictor),
+            loaded=loaded,
+            description=describe(name, stored, metadata, loaded),
         )
         self.warm_up(served)
         return served
-
-    def prediction_metrics(self, served: ServedModel) -> PredictionMetrics:
-        return PredictionMetrics(
-            tag=served.tag,
-            backbone=public_name(served.metadata.backbone),
-            labels=served.labels,
-            training_distribution=list(served.metadata.label_distribution.values()),
-            low_confidence=settings.low_confidence,
-            drift_window=settings.drift_window,
-        )
-
-    def describe(self, name: str, stored, metadata: ModelMetadata, predictor: Predictor) -> dict:
-        return {
-            "name": name,
-            "tag": str(stored.tag),
-            "stage": recorded_stage(stored.tag),
-            "requested": settings.served_models.get(name, settings.shadow),
-            "created": stored.info.creation_time.isoformat(),
-            **public_metadata(metadata),
-            "serving": {
-                "device": str(predictor.device),
-                "precision": predictor.precision,
-                "precision_reason": self.precision_reason,
-                "compiled": settings.compile,
-                "gpu_decode": settings.gpu_decode,
-                "max_batch_size": settings.max_batch_size,
-                "forward_batch": predictor.forward_batch or settings.max_batch_size,
-                "forward_batch_reason": self.forward_batch_reason,
-                "max_latency_ms": settings.max_latency_ms,
-                "workers": settings.workers,
-                "max_concurrency": settings.max_concurrency,
-                "decode_threads": settings.decode_slots(),
-                "max_images": settings.max_images,
-                "max_body_bytes": settings.max_body_bytes,
-            },
-        }
 
     def capture(self) -> tuple[CaptureWriter | None, Sampler | None]:
         """The worker's capture writer and sampler (None, None: capture off)."""
@@ -266,35 +267,34 @@ class ImageClassifier:
             return self.default.name
         return routing.check_model(name, list(self.models))
 
-    def load(self, path: str, metadata: ModelMetadata) -> Predictor:
+    def load(self, path: str, metadata: ModelMetadata) -> Loaded:
         """The stored model as a calibrated predictor, in eval mode on the serving device, in
-        its precision (why: ``self.precision_reason``), compiled if asked; with the GPU JPEG
-        decoder (``self.gpu_jpegs``) if asked."""
+        its precision, in forward passes of the size chosen, compiled if asked; with the GPU
+        JPEG decoder if asked."""
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if device.type == "cpu":
             torch.set_num_threads(settings.cpu_threads())
-        predictor = Predictor.from_folder(
-            path, metadata, device=device, autocast_dtype=_autocast_dtype(device)
-        )
+        predictor = Predictor.from_folder(path, metadata, device=device)
         if settings.precision == "int8":
             predictor.quantize_linear_layers()
-        self.precision_reason = _choose_precision(predictor)
-        logger.info("serving in %s: %s", predictor.precision, self.precision_reason)
-        chosen = choose_forward_batch(predictor, settings.forward_batch, settings.max_batch_size)
-        predictor.forward_batch, self.forward_batch_reason = chosen.size, chosen.reason
+        precision = choose_precision(predictor)
+        predictor.autocast_dtype = precision.autocast_dtype
+        logger.info("serving in %s: %s", predictor.precision, precision.reason)
+        forward = choose_forward_batch(predictor, settings.forward_batch, settings.max_batch_size)
+        predictor.forward_batch = forward.size
         logger.info(
             "forward passes of at most %s images: %s",
-            chosen.size or settings.max_batch_size,
-            chosen.reason,
+            forward.size or settings.max_batch_size,
+            forward.reason,
         )
         if settings.compile:
             predictor.model = torch.compile(predictor.model, dynamic=True)
-        self.gpu_jpegs = (
+        gpu_jpegs = (
             GpuJpegDecoder(predictor.preprocessing, settings.max_pixels, nvjpeg(device))
             if settings.gpu_decode
             else None
         )
-        return predictor
+        return Loaded(predictor, gpu_jpegs, precision.reason, forward.reason)
 
     def warm_up(self, served: ServedModel) -> None:
         """A full batch before the server accepts requests, so /readyz means fast answers.
@@ -311,7 +311,7 @@ class ImageClassifier:
             shape = (batch, preprocessing.height, preprocessing.width, 3)
             served.predictor(np.zeros(shape, dtype=np.uint8))
         logger.info(
-            "%s (%s) on %s: warm-up with a batch of %d%s took %.2fs",
+            "serving %s (%s) on %s: warm-up with a batch of %d%s took %.2fs",
             served.tag,
             served.name,
             served.predictor.device,
@@ -328,7 +328,8 @@ class ImageClassifier:
         """
         served = self.models[model]
         started = time.perf_counter()
-        on_gpu = served.gpu_jpegs(images) if served.gpu_jpegs else {}
+        gpu_jpegs = served.loaded.gpu_jpegs
+        on_gpu = gpu_jpegs(images) if gpu_jpegs else {}
         arrays = decode_images(images, served.predictor.preprocessing, decoded=on_gpu)
         served.metrics.preprocess_seconds.observe(time.perf_counter() - started)
         return arrays
@@ -385,19 +386,88 @@ class ImageClassifier:
         return self.predict(images)
 
 
-# The first added is the outermost: a request without the token is refused before its body is read.
-ImageClassifier.add_asgi_middleware(BearerAuth, token=configured_token(settings))
-ImageClassifier.add_asgi_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-ImageClassifier.add_asgi_middleware(limits.RetryAfter)
-ImageClassifier.add_asgi_middleware(BatchFailureAnswer)
-# Inside BatchFailureAnswer, whose answers keep the X-Inference-Id header it adds.
-ImageClassifier.add_asgi_middleware(
-    routing.Requests, models=list(settings.served_models), captured_headers=settings.capture_headers
-)
-ImageClassifier.add_asgi_middleware(ForgetDeadWorkers)
+def middlewares() -> list[tuple[type, dict[str, Any]]]:
+    """The service's ASGI middlewares, outermost first, with what each needs from the others.
+
+    BentoML wraps them in its own (outermost first: request metrics, tracing, the access
+    log, ``limits.Deadline``, ``limits.ServerFull``) and puts its context middleware and
+    the app inside them.
+    """
+    return [
+        # First, so that a request without the token is refused before its body is read.
+        (BearerAuth, {"token": configured_token(settings)}),
+        # Too large a body is refused before anything reads it. Outside every middleware that
+        # answers, so that once a client has left mid-upload, whatever is answered goes out as
+        # one 499 (and BentoML's metrics, outside, count it so).
+        (BodyLimit, {"max_bytes": settings.max_body_bytes}),
+        # Every 503 answered inside it says when to retry: FailureAnswer's included.
+        (limits.RetryAfter, {}),
+        # Replaces BentoML's bare 500 of a failed batch and 503 of a refused request with
+        # answers naming them; inside RetryAfter, so its 503 gains Retry-After.
+        (FailureAnswer, {"max_latency_ms": settings.max_latency_ms}),
+        # The inference id (its header kept by FailureAnswer's answers, outside) and the
+        # model a /models/NAME/... path names; an unknown NAME is a 404 before the body is read.
+        (
+            routing.Requests,
+            {
+                "models": list(settings.served_models),
+                "captured_headers": settings.capture_headers,
+            },
+        ),
+        # Only touches GET /metrics: drops dead workers' gauges before BentoML answers it.
+        (ForgetDeadWorkers, {}),
+    ]
+
+
+for _middleware, _options in middlewares():
+    ImageClassifier.add_asgi_middleware(_middleware, **_options)
+
 # `bentoml build` packs every model the service names: BentoML finds the class attributes
 # that are models (the shadow), and the served models, held in a dict, are added here.
 ImageClassifier.models.extend(ImageClassifier.inner.stored_models.values())
+
+
+def prediction_metrics(served: ServedModel) -> PredictionMetrics:
+    """A served model's metrics, labelled by its tag."""
+    return PredictionMetrics(
+        tag=served.tag,
+        backbone=public_name(served.metadata.backbone),
+        labels=served.labels,
+        training_distribution=list(served.metadata.label_distribution.values()),
+        low_confidence=settings.low_confidence,
+        drift_window=settings.drift_window,
+    )
+
+
+def describe(
+    name: str, stored: bentoml.Model, metadata: ModelMetadata, loaded: Loaded
+) -> dict[str, Any]:
+    """What ``GET /model`` answers: the model, its stage and metadata, and how it is served."""
+    predictor = loaded.predictor
+    return {
+        "name": name,
+        "tag": str(stored.tag),
+        "stage": recorded_stage(stored.tag),
+        "requested": settings.served_models.get(name, settings.shadow),
+        "created": stored.info.creation_time.isoformat(),
+        **public_metadata(metadata),
+        "serving": {
+            "device": str(predictor.device),
+            "precision": predictor.precision,
+            "precision_reason": loaded.precision_reason,
+            "compiled": settings.compile,
+            "gpu_decode": settings.gpu_decode,
+            "max_batch_size": settings.max_batch_size,
+            "forward_batch": predictor.forward_batch or settings.max_batch_size,
+            "forward_batch_reason": loaded.forward_batch_reason,
+            "max_latency_ms": settings.max_latency_ms,
+            "workers": settings.workers,
+            "max_concurrency": settings.max_concurrency,
+            "decode_threads": settings.decode_slots(),
+            "max_images": settings.max_images,
+            "max_body_bytes": settings.max_body_bytes,
+        },
+    }
 
 
 def public_metadata(metadata: ModelMetadata) -> dict:
@@ -425,18 +495,18 @@ def public_name(source: str) -> str:
     return source
 
 
-def _choose_precision(predictor: Predictor) -> str:
-    """Why ``predictor`` runs in its precision; auto on a CPU decides here (bf16 or fp32)."""
-    if settings.precision != "auto":
-        return f"VISIONTUNE_PRECISION={settings.precision}"
-    if predictor.device.type != "cpu":
-        return "auto: the GPU's half precision (bf16 where supported, else fp16)"
-    choice = choose_cpu_precision(predictor, cpu_has_native_bf16())
-    predictor.autocast_dtype = choice.autocast_dtype
-    return choice.reason
-
-
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    gpu_has_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    name = settings.autocast_dtype(device.type, gpu_has_bf16)
-    return getattr(torch, name) if name else None
+def choose_precision(predictor: Predictor) -> PrecisionChoice:
+    """The autocast dtype ``predictor`` is to serve in (None: fp32) and why; the caller
+    applies it. auto on a CPU decides by running ``predictor`` in both precisions
+    (``contract.precision``), which leaves it as it was."""
+    device = predictor.device.type
+    if settings.precision == "auto" and device == "cpu":
+        return choose_cpu_precision(predictor, cpu_has_native_bf16())
+    gpu_has_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    name = settings.autocast_dtype(device, gpu_has_bf16)
+    dtype = getattr(torch, name) if name else None
+    if settings.precision == "auto":
+        return PrecisionChoice(
+            dtype, "auto: the GPU's half precision (bf16 where supported, else fp16)"
+        )
+    return PrecisionChoice(dtype, f"VISIONTUNE_PRECISION={settings.precision}")

@@ -1,4 +1,4 @@
-"""A model error fails only its batch, with an answer that says so.
+"""A model error fails only its batch, and every failed request gets an answer saying why.
 
 ``run_batch`` runs the predictor on one batch. A CUDA out-of-memory error frees
 the cache and runs the batch again once, as two halves; any other error (or a
@@ -7,28 +7,31 @@ second out-of-memory) becomes ``BatchFailed``, counted in
 exception to every request of that batch and nothing else: the next batch runs
 as usual.
 
-BentoML answers an API's unexpected exception with a 500 whose body only says
-"please check the server log", and reports the exception in the request's own
-context solely by logging it (``log_exception``). So ``BatchFailureAnswer``
-(ASGI middleware) gives each inference request a ``_Outcome`` in a context
-variable, ``BatchFailureRecords`` (a filter on BentoML's exception logger) notes a
-``BatchFailed`` there as it is logged, and the middleware then answers the 500
-with a JSON body naming the failure.
+BentoML answers an API's unexpected exception with a 500, and its dispatcher's
+refusal of a request that cannot be batched within ``max_latency_ms`` with a 503,
+both with a body that only says "please check the server log"; it reports the
+exception in the request's own context solely by logging it (``log_exception``).
+So ``FailureAnswer`` (ASGI middleware) gives each inference request an
+``_Outcome`` in a context variable, ``FailureRecords`` (a filter on BentoML's
+exception logger, installed with the service's other log filters) notes a
+``BatchFailed`` or the dispatcher's ``ServiceUnavailable`` there as it is logged,
+and the middleware then answers in the service's error shape (``service.errors``)
+with what happened: ``model_error``/``out_of_memory`` (500) or ``overloaded`` (503).
 """
 
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from bentoml.exceptions import ServiceUnavailable
 
 from service import metrics
-from service.logs import BENTOML_EXCEPTION_LOGGER
-from service.routing import UnknownModel, answer_unknown
+from service.errors import send_error
+from service.routing import UnknownModel
 
 logger = logging.getLogger("bentoml.visiontune")
 
@@ -70,11 +73,8 @@ def _failed(reason: str, size: int, cause: BaseException) -> BatchFailed:
     return BatchFailed(reason, size, cause)
 
 
-_OURS = (b"content-length", b"content-type")
-
-
 class _Outcome:
-    failure: BatchFailed | UnknownModel | None = None
+    failure: BaseException | None = None
 
 
 _outcome: contextvars.ContextVar[_Outcome | None] = contextvars.ContextVar(
@@ -83,31 +83,35 @@ _outcome: contextvars.ContextVar[_Outcome | None] = contextvars.ContextVar(
 
 
 def note(failure: UnknownModel) -> None:
-    """Note a failure of the current request for ``BatchFailureAnswer`` to answer."""
+    """Note a failure of the current request that BentoML answers without saying what it was
+    (a model the server doesn't hold, found in the input spec), for ``FailureAnswer``."""
     outcome = _outcome.get()
     if outcome is not None:
         outcome.failure = failure
 
 
-class BatchFailureRecords(logging.Filter):
-    """Notes the ``BatchFailed`` BentoML logs for the current request."""
+class FailureRecords(logging.Filter):
+    """Notes the ``BatchFailed`` or ``ServiceUnavailable`` BentoML logs for the current request."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         outcome = _outcome.get()
-        if isinstance(error, BatchFailed) and outcome is not None:
+        if isinstance(error, (BatchFailed, ServiceUnavailable)) and outcome is not None:
             outcome.failure = error
         return True
 
 
-class BatchFailureAnswer:
-    """ASGI middleware: a request whose batch failed gets a 500 naming the failure."""
+class FailureAnswer:
+    """ASGI middleware: a request whose batch failed gets a 500 naming the failure; one the
+    batching dispatcher refused (its queue could not meet ``max_latency_ms``) a 503 saying so.
+    """
 
-    def __init__(self, app):
+    def __init__(self, app, max_latency_ms: int):
         self.app = app
-        bentoml_logger = logging.getLogger(BENTOML_EXCEPTION_LOGGER)
-        if not any(isinstance(f, BatchFailureRecords) for f in bentoml_logger.filters):
-            bentoml_logger.addFilter(BatchFailureRecords())
+        self.overloaded = (
+            f"the server could not batch this request within its latency limit of "
+            f"{max_latency_ms} ms (VISIONTUNE_MAX_LATENCY_MS): it is overloaded; retry later"
+        )
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -118,14 +122,9 @@ class BatchFailureAnswer:
 
         async def answer(message):
             nonlocal replaced
-            failure = outcome.failure
-            if message["type"] == "http.response.start" and isinstance(failure, UnknownModel):
+            if message["type"] == "http.response.start" and self._explained(message, outcome):
                 replaced = True
-                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _OURS]
-                return await answer_unknown(send, failure, kept)
-            if message["type"] == "http.response.start" and failure and message["status"] == 500:
-                replaced = True
-                return await _send_failure(send, message, failure)
+                return await self._send_explained(send, message, outcome.failure)
             if not (replaced and message["type"] == "http.response.body"):
                 await send(message)
 
@@ -134,11 +133,22 @@ class BatchFailureAnswer:
         finally:
             _outcome.reset(token)
 
+    @staticmethod
+    def _explained(start: dict, outcome: _Outcome) -> bool:
+        failure, status = outcome.failure, start["status"]
+        return (
+            (isinstance(failure, BatchFailed) and status == 500)
+            or (isinstance(failure, ServiceUnavailable) and status == 503)
+            or (isinstance(failure, UnknownModel) and status == 404)
+        )
 
-async def _send_failure(send, start: dict, failure: BatchFailed) -> None:
-    detail = [{"type": failure.reason, "loc": [], "msg": failure.message}]
-    payload = json.dumps({"error": failure.message, "detail": detail}).encode()
-    keep = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-    headers = [*keep, (b"content-length", str(len(payload)).encode())]
-    await send({"type": "http.response.start", "status": 500, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+    async def _send_explained(self, send, start: dict, failure: BaseException) -> None:
+        """The failure in the error shape, keeping BentoML's other headers (its request id)."""
+        replaced = (b"content-length", b"content-type")
+        kept = [(k, v) for k, v in start.get("headers", []) if k.lower() not in replaced]
+        if isinstance(failure, UnknownModel):
+            await send_error(send, 404, "unknown_model", failure.problems, kept)
+        elif isinstance(failure, BatchFailed):
+            await send_error(send, 500, failure.reason, failure.message, kept)
+        else:
+            await send_error(send, 503, "overloaded", self.overloaded, kept)

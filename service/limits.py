@@ -24,17 +24,17 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from bentoml._internal.server.http import traffic
-from starlette.responses import JSONResponse
 
+from service.errors import send_error
 from service.settings import settings
 
 RETRY_AFTER_S = 1
+RETRY_AFTER = (b"retry-after", str(RETRY_AFTER_S).encode())
 T = TypeVar("T")
 
 
@@ -51,19 +51,6 @@ async def in_decode_thread(function: Callable[..., T], *args: Any) -> T:
     return await loop.run_in_executor(_decode_pool(), context.run, function, *args)
 
 
-async def _answer_full(send, limit: int) -> None:
-    message = f"the server is at its limit of {limit} requests in flight; retry later"
-    detail = [{"type": "server_full", "loc": [], "msg": message}]
-    payload = json.dumps({"error": message, "detail": detail}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-        (b"retry-after", str(RETRY_AFTER_S).encode()),
-    ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
-
-
 class ServerFull(traffic.MaxConcurrencyMiddleware):
     """BentoML's in-flight limit (probes and /metrics bypass it), answered 503 + Retry-After."""
 
@@ -75,7 +62,8 @@ class ServerFull(traffic.MaxConcurrencyMiddleware):
         if scope["type"] != "http" or scope["path"] in self.skip_paths:
             return await self.app(scope, receive, send)
         if self._semaphore.locked():
-            return await _answer_full(send, self.limit)
+            message = f"the server is at its limit of {self.limit} requests in flight; retry later"
+            return await send_error(send, 503, "server_full", message, [RETRY_AFTER])
         async with self._semaphore:
             await self.app(scope, receive, send)
 
@@ -107,7 +95,7 @@ class Deadline(traffic.TimeoutMiddleware):
             if not deadline.expired():
                 raise
         message = f"Not able to process the request in {self.timeout} seconds"
-        await JSONResponse({"error": message}, status_code=504)(scope, receive, send)
+        await send_error(send, 504, "timeout", message)
 
 
 class RetryAfter:
@@ -124,7 +112,7 @@ class RetryAfter:
             if message["type"] == "http.response.start" and message["status"] == 503:
                 headers = list(message.get("headers", []))
                 if not any(name.lower() == b"retry-after" for name, _ in headers):
-                    headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
+                    headers.append(RETRY_AFTER)
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -5,7 +5,7 @@ with the traceback. A rejected input (``service.inputs`` raises a pydantic
 ``ValidationError``, which BentoML answers with a 400) is the client's mistake and
 is already counted in ``visiontune_rejected_inputs_total``; logged as errors, a
 stream of bad requests would bury the real ones. A client that disconnects
-mid-upload makes Starlette raise ``ClientDisconnect``: ``service.inputs.BodyLimit``
+mid-upload makes Starlette raise ``ClientDisconnect``: ``service.uploads.BodyLimit``
 logs that as a 499 line already, so BentoML's record of it is dropped. Every other
 exception keeps BentoML's treatment.
 """
@@ -47,11 +47,12 @@ class RejectedInputRecords(logging.Filter):
         return True
 
 
-def log_rejections_briefly() -> None:
-    """Attach the filter to the logger BentoML reports API exceptions with (once)."""
+def filter_exceptions(*filters: logging.Filter) -> None:
+    """Attach ``filters`` to the logger BentoML reports API exceptions with (each kind once)."""
     logger = logging.getLogger(BENTOML_EXCEPTION_LOGGER)
-    if not any(isinstance(f, RejectedInputRecords) for f in logger.filters):
-        logger.addFilter(RejectedInputRecords())
+    for new in filters:
+        if not any(type(f) is type(new) for f in logger.filters):
+            logger.addFilter(new)
 
 
 class InferenceIdRecords(logging.Filter):

@@ -15,7 +15,6 @@ key instead, and to ``GET /model``.
 from __future__ import annotations
 
 import contextvars
-import json
 import uuid
 from dataclasses import dataclass, field
 
@@ -23,6 +22,7 @@ from bentoml.exceptions import NotFound
 
 from contract.capture import INFERENCE_ID_HEADER
 from service import metrics
+from service.errors import send_error
 
 MODELS_PREFIX = "/models/"
 
@@ -32,6 +32,7 @@ class UnknownModel(NotFound):
 
     def __init__(self, name: str, known: list[str]):
         self.message = f"no model {name!r} here; this server holds: {', '.join(known)}"
+        self.problems = [{"type": "unknown_model", "loc": ["model"], "msg": self.message}]
         super().__init__(self.message)
 
 
@@ -57,6 +58,7 @@ def current() -> RequestInfo | None:
 
 def check_model(name: str, known: list[str]) -> str:
     if name not in known:
+        metrics.count_rejected("unknown_model")
         raise UnknownModel(name, known)
     return name
 
@@ -77,7 +79,9 @@ class Requests:
         if path.startswith(MODELS_PREFIX):
             name, _, rest = path.removeprefix(MODELS_PREFIX).partition("/")
             if name not in self.models:
-                return await answer_unknown(send, UnknownModel(name, self.models))
+                metrics.count_rejected("unknown_model")
+                unknown = UnknownModel(name, self.models)
+                return await send_error(send, 404, "unknown_model", unknown.problems)
             info.model = name
             scope = {**scope, "path": "/" + rest, "raw_path": ("/" + rest).encode()}
         if scope["method"] != "POST":
@@ -103,17 +107,3 @@ class Requests:
             await self.app(scope, receive, send_with_id)
         finally:
             _current.reset(token)
-
-
-async def answer_unknown(send, unknown: UnknownModel, headers=()) -> None:
-    """The 404 of a request for a model this server does not hold."""
-    metrics.count_rejected("unknown_model")
-    detail = [{"type": "unknown_model", "loc": ["model"], "msg": unknown.message}]
-    payload = json.dumps({"error": unknown.message, "detail": detail}).encode()
-    start = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-        *headers,
-    ]
-    await send({"type": "http.response.start", "status": 404, "headers": start})
-    await send({"type": "http.response.body", "body": payload})

@@ -4,18 +4,8 @@ is the real service with a model that fails on marked images (tests/support/faul
 
 from __future__ import annotations
 
-import pytest
-
-from tests.support.faults import FAULTY_SERVICE, MODEL_ERROR, OUT_OF_MEMORY, solid_png
-from tests.support.servers import LIMITS, serving, total
-
-
-@pytest.fixture(scope="module")
-def faulty_server(digits_model, tmp_path_factory):
-    env = {"VISIONTUNE_MODEL": digits_model, **LIMITS}
-    home = tmp_path_factory.mktemp("home-faulty")
-    with serving(home, env, service=FAULTY_SERVICE) as running:
-        yield running
+from tests.support.faults import MODEL_ERROR, OUT_OF_MEMORY, solid_png
+from tests.support.servers import total
 
 
 def post(server, images: list[bytes]):
@@ -25,6 +15,7 @@ def post(server, images: list[bytes]):
 
 def test_a_model_error_fails_its_batch_with_a_500_that_says_so(faulty_server, digit_files):
     digit = digit_files["3"][0].read_bytes()
+    before = faulty_server.metrics()
     failed = post(faulty_server, [digit, solid_png(MODEL_ERROR)])
     assert failed.status_code == 500
     body = failed.json()
@@ -34,9 +25,12 @@ def test_a_model_error_fails_its_batch_with_a_500_that_says_so(faulty_server, di
 
     served = post(faulty_server, [digit])
     assert served.status_code == 200 and served.json()[0]["label"] == "3"
-    metrics = faulty_server.metrics()
-    assert total(metrics, "visiontune_batch_failures_total", reason="model_error") == 1
-    assert total(metrics, "bentoml_service_request_total", http_response_code="500") == 1
+    after = faulty_server.metrics()
+    for name, labels in [
+        ("visiontune_batch_failures_total", {"reason": "model_error"}),
+        ("bentoml_service_request_total", {"http_response_code": "500"}),
+    ]:
+        assert total(after, name, **labels) == total(before, name, **labels) + 1, name
 
 
 def test_out_of_memory_is_retried_as_two_halves(faulty_server, digit_files):

@@ -47,6 +47,7 @@ class Server:
     """A running ``bentoml serve``; ``url``, ``log`` and a few helpers."""
 
     def __init__(self, home: Path, env: dict[str, str], service: str = SERVICE):
+        self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = home / "serve.log"

@@ -9,6 +9,7 @@ import socket
 import httpx
 import pytest
 
+from service.errors import error_body
 from visiontune import client
 from visiontune.cli import main
 from visiontune.commands import predict as predict_command
@@ -24,7 +25,7 @@ def fake_service(request: httpx.Request) -> httpx.Response:
     refused = [i for i, name in enumerate(names) if name.startswith(b"bad")]
     if refused:
         detail = [{"type": "truncated", "loc": ["images", i], "msg": "cut short"} for i in refused]
-        return httpx.Response(400, json={"error": "bad", "detail": detail})
+        return httpx.Response(400, json=error_body("invalid_input", detail))
     top_k = int(re.search(rb'name="top_k"\r\n\r\n(\d+)', request.content).group(1))
     predictions = [
         {
@@ -82,13 +83,13 @@ def test_unreadable_files_fail_alone(fake_client, tmp_path):
 
 def test_a_whole_request_failing_marks_its_files(tmp_path):
     def busy(request):
-        return httpx.Response(503, json={"error": "process is overloaded"})
+        return httpx.Response(503, json=error_body("overloaded", "the server is overloaded"))
 
     path = tmp_path / "a.png"
     path.write_bytes(b"x")
     with httpx.Client(transport=httpx.MockTransport(busy), base_url="http://fake") as fake:
         [answer] = client.classify(fake, [path], top_k=1)
-    assert answer["error"] == "HTTP 503: process is overloaded"
+    assert answer["error"] == "HTTP 503: overloaded: the server is overloaded"
 
 
 def test_table_has_a_row_per_file():
@@ -171,7 +172,8 @@ def connection_lost(request):
 
 
 def server_full(request):
-    return httpx.Response(503, headers={"Retry-After": "0"}, json={"error": "full"})
+    body = error_body("server_full", "the server is full")
+    return httpx.Response(503, headers={"Retry-After": "0"}, json=body)
 
 
 @pytest.mark.parametrize("fail", [connection_lost, server_full])

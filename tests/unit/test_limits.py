@@ -10,9 +10,10 @@ import time
 
 import httpx
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from service.errors import error_response
 from service.limits import RETRY_AFTER_S, Deadline, RetryAfter, in_decode_thread
 from service.settings import settings
 
@@ -23,7 +24,7 @@ async def slow(request):
 
 
 async def full(request):
-    return JSONResponse({"error": "full"}, status_code=503)
+    return error_response(503, "server_full", "full")
 
 
 APP = Starlette(routes=[Route("/slow", slow), Route("/full", full)])

@@ -22,7 +22,6 @@ from service.inputs import (
     MAX_PROBLEMS,
     Base64Body,
     Base64Images,
-    BodyLimit,
     ImageFiles,
     InputError,
     decode_base64,
@@ -32,6 +31,7 @@ from service.inputs import (
     reject,
 )
 from service.settings import Settings, settings
+from service.uploads import BodyLimit
 
 
 def test_decode_base64_accepts_data_urls_and_line_breaks():

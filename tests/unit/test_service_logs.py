@@ -9,7 +9,7 @@ from bentoml._internal.server.http_app import log_exception
 from starlette.requests import Request
 
 from service.inputs import InputError, reject
-from service.logs import BENTOML_EXCEPTION_LOGGER, log_rejections_briefly
+from service.logs import BENTOML_EXCEPTION_LOGGER, RejectedInputRecords, filter_exceptions
 
 
 def _request() -> Request:
@@ -18,8 +18,8 @@ def _request() -> Request:
 
 @pytest.fixture
 def logged(caplog):
-    log_rejections_briefly()
-    log_rejections_briefly()  # once is enough; twice does no harm
+    filter_exceptions(RejectedInputRecords())
+    filter_exceptions(RejectedInputRecords())  # once is enough; twice does no harm
     caplog.set_level(logging.INFO, logger=BENTOML_EXCEPTION_LOGGER)
     return caplog
 
