@@ -30,7 +30,7 @@ demo: $(BIN)/.installed fashion-mnist
 demo-digits: $(BIN)/.installed
 	$(BIN)/python -m visiontune.demo --digits
 
-test: $(BIN)/.installed tools podman prometheus fonts fashion-mnist
+test: $(BIN)/.installed tools podman prometheus fonts fashion-mnist label-studio
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -52,7 +52,7 @@ clean:
 # buildah and the offline checkers are installed on first use.
 TOOLS := .venv-tools
 
-.PHONY: tools podman prometheus fonts image deploy-local undeploy-local
+.PHONY: tools podman prometheus fonts label-studio image deploy-local undeploy-local
 
 $(TOOLS)/.installed: deploy/tools/requirements.txt deploy/tools/crd/package-lock.json
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
@@ -69,6 +69,23 @@ podman:
 # e2e test's pod exports; promtool checks the rules.
 prometheus:
 	deploy/local/install-debian-packages.sh prometheus
+
+# Label Studio for the capture loop's end-to-end test (tests/support/label_studio.py):
+# a venv of its own (about 1 GB), and an empty database migrated once into
+# template/, which each test start copies (a fresh migration takes a minute or more).
+LABEL_STUDIO := .venv-label-studio
+LABEL_STUDIO_PIN := label-studio==1.23.2
+
+$(LABEL_STUDIO)/.installed:
+	test -x $(LABEL_STUDIO)/bin/python || $(PYTHON) -m venv $(LABEL_STUDIO)
+	$(LABEL_STUDIO)/bin/pip install --quiet $(LABEL_STUDIO_PIN)
+	rm -rf $(LABEL_STUDIO)/template
+	LABEL_STUDIO_BASE_DATA_DIR=$(abspath $(LABEL_STUDIO))/template DJANGO_DB=sqlite \
+		LABEL_STUDIO_LATEST_VERSION_CHECK=false LABEL_STUDIO_COLLECT_ANALYTICS=false \
+		$(LABEL_STUDIO)/bin/label-studio version > /dev/null
+	touch $@
+
+label-studio: $(LABEL_STUDIO)/.installed
 
 # Fashion-MNIST (`--data fashion-mnist`, the demo): Debian's package of the idx files.
 fashion-mnist:

@@ -31,6 +31,7 @@ def write(page: Path = PAGE) -> Path:
         ("load", _reliability),
         ("score_throughput", _scoring),
         ("runtimes", _runtimes),
+        ("live_traffic", _live_traffic),
     ):
         result = _load(RESULTS / f"{name}.json")
         parts.append(render(result) if result else _missing(name))
@@ -53,7 +54,7 @@ from them. Each script also runs alone, `--quick` for a short sanity run:
 `python -m benchmarks.train_throughput`, `benchmarks.input_size`, `benchmarks.transfer`,
 `benchmarks.robustness`, `benchmarks.serve_throughput`, `benchmarks.serve_profile`,
 `benchmarks.cpu_precision`, `benchmarks.predict_packing`, `benchmarks.loader`, `benchmarks.load`,
-`benchmarks.score_throughput`, `benchmarks.runtimes`. Models are built from configs with random or
+`benchmarks.score_throughput`, `benchmarks.runtimes`, `benchmarks.live_traffic`. Models are built from configs with random or
 project-trained weights and kept in a temporary BentoML store; nothing is
 downloaded. A serving run on another device or in another precision
 (`--device cuda`, `--dtype bf16`) is kept in its own results file and gets its
@@ -800,8 +801,58 @@ def _scoring(result: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    print(f"wrote {write()}")
+def _live_traffic(result: dict) -> str:
+    """Capture and shadow against off, served images/s; memory per extra model."""
+    servers, ratios = result["servers"], result["ratios_to_off"]
+    levels = [str(c) for c in result["concurrency"]]
+    target = result["targets"]["capture_over_off"]
+    lines = [
+        "## Live traffic: capture, a shadow model, several models",
+        "",
+        "`python -m benchmarks.live_traffic`: the serving benchmark's model (DeiT-tiny size, "
+        "224 px, fp32, one 640x480 JPEG per request) served with capture and shadow off, "
+        "with capture on at the default rate (`VISIONTUNE_CAPTURE` a local folder; random "
+        "weights put nearly every answer below `VISIONTUNE_LOW_CONFIDENCE`, so the default "
+        "low-confidence captures keep about every image, far more than a trained model's "
+        f"5%: {result['captured_images']} images written in this run), with another version "
+        "as the shadow at the default `VISIONTUNE_SHADOW_RATE` (auto: 0.1 on a CPU) and at "
+        f"rate 1. Servers run at once, in rotating order, {result['rounds']} round(s) of "
+        f"{result['seconds_per_level']:.0f} s per row; ratios are medians of the rounds' "
+        "ratios to `off`.",
+        "",
+        "| server | "
+        + " | ".join(f"images/s (c={c})" for c in levels)
+        + " | "
+        + " | ".join(f"ratio to off (c={c})" for c in levels)
+        + " | failed |",
+        "| --- | " + " | ".join("---:" for _ in levels * 2) + " | ---: |",
+    ]
+    for name, rows in servers.items():
+        rates = [f"{rows[c]['images_per_second']:.1f}" for c in levels]
+        shares = [f"{ratios[name][c]:.3f}" if name in ratios else "1" for c in levels]
+        failed = sum(rows[c]["failures"] for c in levels)
+        lines.append(f"| {name} | " + " | ".join(rates + shares) + f" | {failed} |")
+    shadow = result["shadow_share_of_throughput"]
+    memory = result["memory_mib"]
+    lines += [
+        "",
+        f"Target: capture on at least {target['target']:.2f} of off at every concurrency: "
+        f"{target['value']:.3f} ({'met' if target['met'] else 'MISSED'}).",
+        "The shadow's share of throughput at the default rate on this CPU: "
+        + ", ".join(f"{100 * share:.1f}% at c={c}" for c, share in shadow.items())
+        + "; at rate 1 it answers every image: "
+        + ", ".join(f"{100 * (1 - ratios['shadow_all'][c]):.1f}% at c={c}" for c in levels)
+        + ".",
+        "",
+        "Memory of a server (its process tree's resident set, one worker) holding 1, 2 and 3 "
+        "versions of the model (`VISIONTUNE_MODELS`), each having answered a request: "
+        + ", ".join(f"{n} model(s) {mib:.0f} MiB" for n, mib in memory.items())
+        + f"; per extra model {result['memory_per_extra_model_mib']:.0f} MiB (its weights, "
+        "its warm-up's buffers and its metrics; torch, transformers and BentoML are shared).",
+        "",
+        _machine(result),
+    ]
+    return "\n".join(lines)
 
 
 def _runtimes(result: dict) -> str:
@@ -916,3 +967,7 @@ def _forward_ceiling(model: dict) -> float | None:
     if ("torch", "float32") not in timed or chosen not in timed:
         return None
     return timed[("torch", "float32")] / timed[chosen]
+
+
+if __name__ == "__main__":
+    print(f"wrote {write()}")

@@ -30,6 +30,7 @@ BENCHMARKS = {
     "load": [],
     "score_throughput": [],
     "runtimes": [],
+    "live_traffic": [],
 }
 
 

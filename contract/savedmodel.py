@@ -57,6 +57,11 @@ class Lineage(BaseModel):
     )
     held_out: str | None = Field(None, description="The images the gate scored it on.")
     gate: dict[str, Any] | None = Field(None, description="The gate's verdict against the parent.")
+    captured: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Per data source labelled from live traffic, the inference ids of its "
+        "images (contract.capture).",
+    )
 
 
 class Int8Check(BaseModel):

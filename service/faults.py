@@ -31,6 +31,7 @@ from bentoml.exceptions import ServiceUnavailable
 
 from service import metrics
 from service.errors import send_error
+from service.routing import UnknownModel
 
 logger = logging.getLogger("bentoml.visiontune")
 
@@ -81,6 +82,14 @@ _outcome: contextvars.ContextVar[_Outcome | None] = contextvars.ContextVar(
 )
 
 
+def note(failure: UnknownModel) -> None:
+    """Note a failure of the current request that BentoML answers without saying what it was
+    (a model the server doesn't hold, found in the input spec), for ``FailureAnswer``."""
+    outcome = _outcome.get()
+    if outcome is not None:
+        outcome.failure = failure
+
+
 class FailureRecords(logging.Filter):
     """Notes the ``BatchFailed`` or ``ServiceUnavailable`` BentoML logs for the current request."""
 
@@ -127,15 +136,19 @@ class FailureAnswer:
     @staticmethod
     def _explained(start: dict, outcome: _Outcome) -> bool:
         failure, status = outcome.failure, start["status"]
-        return (isinstance(failure, BatchFailed) and status == 500) or (
-            isinstance(failure, ServiceUnavailable) and status == 503
+        return (
+            (isinstance(failure, BatchFailed) and status == 500)
+            or (isinstance(failure, ServiceUnavailable) and status == 503)
+            or (isinstance(failure, UnknownModel) and status == 404)
         )
 
     async def _send_explained(self, send, start: dict, failure: BaseException) -> None:
         """The failure in the error shape, keeping BentoML's other headers (its request id)."""
         replaced = (b"content-length", b"content-type")
         kept = [(k, v) for k, v in start.get("headers", []) if k.lower() not in replaced]
-        if isinstance(failure, BatchFailed):
+        if isinstance(failure, UnknownModel):
+            await send_error(send, 404, "unknown_model", failure.problems, kept)
+        elif isinstance(failure, BatchFailed):
             await send_error(send, 500, failure.reason, failure.message, kept)
         else:
             await send_error(send, 503, "overloaded", self.overloaded, kept)

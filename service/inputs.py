@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, NamedTuple
@@ -40,19 +41,27 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from contract.images import ImageError, Preprocessing, load_image, open_image
-from service import metrics
+from service import faults, metrics, routing
 from service.limits import in_decode_thread
+from service.routing import RequestInfo
 from service.settings import settings
 
 # Pillow's own decompression-bomb guard, for any code path that opens an image.
 Image.MAX_IMAGE_PIXELS = settings.max_pixels
 
 MAX_PROBLEMS = 10  # named in one answer
-# A JSON request is {"images": [base64, ...], "top_k": k}: one object, one array, one
+# A JSON request is {"images": [base64, ...], "top_k": k, "model": m}: one object, one array, one
 # string per key or image. Bodies far past that are refused on a count of their bytes.
 MAX_JSON_CONTAINERS = 8
 
 TopK = Annotated[int, Field(ge=1, description="Labels returned per image, best first.")]
+ModelName = Annotated[
+    str | None,
+    Field(
+        description="Which of the server's models answers (GET /model lists them); "
+        "default: the first."
+    ),
+]
 _TOP_K = TypeAdapter(TopK)
 
 # pydantic's error types, in the vocabulary of the rejected-inputs metric
@@ -105,10 +114,15 @@ def from_pydantic(error: ValidationError) -> list[InputError]:
 
 
 class Decoded(NamedTuple):
-    """One image ready for the model, with the number of labels its request wants."""
+    """One image ready for the model its request names, with the number of labels the
+    request wants, the file as received (for capture) and where it was in the request."""
 
     pixels: np.ndarray  # (height, width, 3) uint8
     top_k: int
+    model: str
+    data: bytes | str
+    request: RequestInfo
+    index: int
 
 
 class ImageFilesForm(bentoml.IODescriptor):
@@ -118,6 +132,7 @@ class ImageFilesForm(bentoml.IODescriptor):
         description="Image files (JPEG, PNG, WebP, GIF, BMP or TIFF), one part each."
     )
     top_k: TopK = settings.top_k
+    model: ModelName = None
 
 
 class Base64Body(BaseModel):
@@ -131,6 +146,7 @@ class Base64Body(BaseModel):
         description="Base64-encoded image files (a data: URL prefix is allowed).",
     )
     top_k: TopK = settings.top_k
+    model: ModelName = None
 
 
 class DecodedImages(bentoml.IODescriptor):
@@ -159,10 +175,11 @@ class ImageFiles(DecodedImages):
             raise reject([_form_error(err)]) from None
         try:
             top_k = _check_form(form)
+            model = form.get("model")
             files = [await part.read() for part in form.getlist("images")]
         finally:
             await form.close()
-        return cls.model_construct(images=await _decode(files, top_k))
+        return cls.model_construct(images=await _decode(files, top_k, model))
 
 
 class Base64Images(DecodedImages):
@@ -172,7 +189,7 @@ class Base64Images(DecodedImages):
     async def from_http_request(cls, request: Request, serde: Any) -> Base64Images:
         _expect_media_type(request, "application/json", "a JSON object")
         body = await anyio.to_thread.run_sync(parse_json_body, await request.body())
-        return cls.model_construct(images=await _decode(body.images, body.top_k))
+        return cls.model_construct(images=await _decode(body.images, body.top_k, body.model))
 
 
 def parse_json_body(body: bytes) -> Base64Body:
@@ -197,13 +214,25 @@ def parse_json_body(body: bytes) -> Base64Body:
         raise reject(from_pydantic(err)) from None
 
 
-async def _decode(images: list[bytes] | list[str], top_k: int) -> list[Decoded]:
+async def _decode(images: list[bytes] | list[str], top_k: int, model: str | None) -> list[Decoded]:
     """Decode in a worker thread: image decoding must not stall the event loop.
 
-    The worker's decode slots (``service.limits``) bound how many decode at once."""
+    The model is the one the request names (its field, else its path, else the server's
+    first); a name the server doesn't hold is a 404 (``routing.UnknownModel``). The
+    worker's decode slots (``service.limits``) bound how many decode at once."""
     service = bentoml.get_current_service()
-    arrays = await in_decode_thread(service.decode, images)
-    return [Decoded(array, top_k) for array in arrays]
+    request = routing.current() or routing.RequestInfo(inference_id=uuid.uuid4().hex)
+    try:
+        name = service.model_name(model or request.model)
+    except routing.UnknownModel as unknown:
+        faults.note(unknown)  # answered 404 in the error shape (service.faults)
+        raise
+    request.sampled = service.live.sample_request()
+    arrays = await in_decode_thread(service.decode, images, name)
+    return [
+        Decoded(array, top_k, name, data, request, index)
+        for index, (array, data) in enumerate(zip(arrays, images, strict=True))
+    ]
 
 
 def decode_images(
@@ -290,7 +319,9 @@ def _form_error(err: Exception) -> InputError:
 def _check_form(form: FormData) -> int:
     """The form's ``top_k``, or a rejection naming every problem of the form."""
     errors = [
-        InputError("unknown_field", f"unknown field {key!r}; expected 'images' or 'top_k'", (key,))
+        InputError(
+            "unknown_field", f"unknown field {key!r}; expected 'images', 'top_k' or 'model'", (key,)
+        )
         for key in form
         if key not in ImageFilesForm.model_fields
     ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 
+from bentoml.exceptions import NotFound
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
@@ -28,6 +29,11 @@ class RejectedInputRecords(logging.Filter):
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, ClientDisconnect):
             return False
+        if isinstance(error, NotFound):  # a model the server doesn't hold: the client's mistake
+            record.msg, record.args = f"{record.getMessage()} answered 404: {error}", None
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+            record.exc_info = record.exc_text = None
+            return True
         if isinstance(error, ValidationError):
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['type']} ({e['msg']})"
@@ -47,3 +53,28 @@ def filter_exceptions(*filters: logging.Filter) -> None:
     for new in filters:
         if not any(type(f) is type(new) for f in logger.filters):
             logger.addFilter(new)
+
+
+class InferenceIdRecords(logging.Filter):
+    """Adds the request's inference id to BentoML's access log line (``service.routing``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from service.routing import current
+
+        request = current()
+        if request is not None and isinstance(record.args, tuple) and len(record.args) == 4:
+            address, asked, answered, latency = record.args
+            record.args = (
+                address,
+                asked,
+                f"{answered},inference_id={request.inference_id}",
+                latency,
+            )
+        return True
+
+
+def log_inference_ids() -> None:
+    """Attach ``InferenceIdRecords`` to BentoML's access logger (once)."""
+    logger = logging.getLogger("bentoml.access")
+    if not any(isinstance(f, InferenceIdRecords) for f in logger.filters):
+        logger.addFilter(InferenceIdRecords())

@@ -15,8 +15,13 @@ from __future__ import annotations
 import functools
 from collections import deque
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.capture import CaptureCounters
 
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+ANSWERED_BY = ("model", "shadow")  # the label telling a shadow's figures from the served model's
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -75,6 +80,61 @@ class Collectors:
             "0 until the window is full); the largest over workers.",
             ["model"],
             multiprocess_mode="livemax",
+        )
+        self.captured = Counter(
+            "visiontune_captured_images",
+            "Images written to the capture (VISIONTUNE_CAPTURE), with their answers.",
+            ["model"],
+        )
+        self.captured_bytes = Counter(
+            "visiontune_captured_bytes", "Bytes written to the capture.", ["model"]
+        )
+        self.capture_dropped = Counter(
+            "visiontune_capture_dropped",
+            "Captures not written, by reason: queue_full (the store is slower than the "
+            "traffic), write_error, budget_full (VISIONTUNE_CAPTURE_MAX_GB), disk_full.",
+            ["model", "reason"],
+        )
+        self.capture_full = Gauge(
+            "visiontune_capture_full",
+            "1 while the capture is at its budget (or its disk nearly full) and keeps nothing.",
+            ["model"],
+            multiprocess_mode="livemax",
+        )
+        self.shadow_compared = Counter(
+            "visiontune_shadow_compared",
+            "Images the shadow model also answered (VISIONTUNE_SHADOW_RATE of them).",
+            ["model", "shadow"],
+        )
+        self.shadow_agreed = Counter(
+            "visiontune_shadow_agreed",
+            "Images where the shadow's top-1 label is the served model's.",
+            ["model", "shadow"],
+        )
+        self.shadow_confidence = Histogram(
+            "visiontune_shadow_confidence",
+            "Calibrated top-1 score on the images the shadow answered, of each model "
+            '(answered_by="model" or "shadow").',
+            ["model", "shadow", "answered_by"],
+            buckets=CONFIDENCE_BUCKETS,
+        )
+        self.shadow_low_confidence = Counter(
+            "visiontune_shadow_low_confidence_predictions",
+            "Of the images the shadow answered, those scored below VISIONTUNE_LOW_CONFIDENCE, "
+            "by each model.",
+            ["model", "shadow", "answered_by"],
+        )
+        self.shadow_seconds = Histogram(
+            "visiontune_shadow_inference_seconds",
+            "The shadow's batched forward pass (run after the answers were sent).",
+            ["model", "shadow"],
+            buckets=SECONDS_BUCKETS,
+        )
+        self.shadow_skipped = Counter(
+            "visiontune_shadow_skipped",
+            "Images sampled for the shadow that it did not answer, by reason (queue_full: "
+            "it could not keep up; model_error).",
+            ["model", "shadow", "reason"],
         )
         # The tag of the model this process serves, set when the service loads it.
         self.model = ""
@@ -155,3 +215,57 @@ class PredictionMetrics:
         drift = self.mix.add(self.label_ids[label])
         if drift is not None:
             self.label_drift.set(drift)
+
+
+class ShadowMetrics:
+    """What a worker records about its shadow model, against the model it shadows."""
+
+    def __init__(self, model: str, shadow: str):
+        c = collectors()
+        pair = {"model": model, "shadow": shadow}
+        self.compared = c.shadow_compared.labels(**pair)
+        self.agreed = c.shadow_agreed.labels(**pair)
+        self.confidence = {
+            who: c.shadow_confidence.labels(**pair, answered_by=who) for who in ANSWERED_BY
+        }
+        self.low_confidence = {
+            who: c.shadow_low_confidence.labels(**pair, answered_by=who) for who in ANSWERED_BY
+        }
+        self.seconds = c.shadow_seconds.labels(**pair)
+        self._skipped = c.shadow_skipped
+        self.pair = pair
+
+    def compare(
+        self, label: str, score: float, shadow_label: str, shadow_score: float, low: float
+    ) -> None:
+        """One image both answered: the served model's answer, then the shadow's."""
+        self.compared.inc()
+        if label == shadow_label:
+            self.agreed.inc()
+        for who, value in (("model", score), ("shadow", shadow_score)):
+            self.confidence[who].observe(value)
+            if value < low:
+                self.low_confidence[who].inc()
+
+    def observe_seconds(self, seconds: float) -> None:
+        self.seconds.observe(seconds)
+
+    def skipped(self, reason: str, n: int) -> None:
+        self._skipped.labels(**self.pair, reason=reason).inc(n)
+
+
+def capture_counters(set_full) -> CaptureCounters:
+    """The capture writer's counters, as Prometheus metrics (``set_full``: the gauge's setter
+    for the worker's models)."""
+    from service.capture import CaptureCounters
+
+    c = collectors()
+
+    def written(model: str, size: int) -> None:
+        c.captured.labels(model=model).inc()
+        c.captured_bytes.labels(model=model).inc(size)
+
+    def dropped(model: str, reason: str) -> None:
+        c.capture_dropped.labels(model=model, reason=reason).inc()
+
+    return CaptureCounters(written=written, dropped=dropped, full=set_full)

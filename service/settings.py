@@ -12,18 +12,26 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from contract.images import DEFAULT_MAX_PIXELS
 from contract.savedmodel import DEFAULT_MODEL_TAG
 
 PREFIX = "VISIONTUNE_"
+SHADOW_ENV = PREFIX + "SHADOW"
 # Peak bytes per pixel while one image decodes: the decoded image and its RGB conversion.
 DECODE_BYTES_PER_PIXEL = 8
+# Share of images a shadow model answers on a CPU by default (VISIONTUNE_SHADOW_RATE=auto).
+DEFAULT_CPU_SHADOW_RATE = 0.1
+# A served model's name: it is part of a URL path and a metric label.
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+# Headers never written to a capture, whatever VISIONTUNE_CAPTURE_HEADERS says.
+SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
 class Settings(BaseModel):
@@ -139,6 +147,48 @@ class Settings(BaseModel):
     timeout_s: float = Field(
         60, gt=0, description="Longest a request may take; past it BentoML answers 504."
     )
+    models: dict[str, str] | None = Field(
+        None,
+        description="Several stored models in one server: NAME=REF,NAME=REF (REF as for "
+        "VISIONTUNE_MODEL); a request picks one by name, the first is the default. Unset: "
+        "VISIONTUNE_MODEL alone.",
+    )
+    capture: str | None = Field(
+        None,
+        description="Keep a share of the traffic (images as received, answers) in this folder "
+        "or fsspec URL (s3://bucket/prefix); unset: no capture (docs/capture.md).",
+    )
+    capture_rate: float = Field(
+        0.05, ge=0, le=1, description="Share of requests whose images and answers are captured."
+    )
+    capture_low_confidence: bool = Field(
+        True,
+        description="Also capture every answer scored below VISIONTUNE_LOW_CONFIDENCE.",
+    )
+    capture_max_gb: float = Field(
+        10, gt=0, description="Most the capture may hold (GB); when full, capture stops."
+    )
+    capture_headers: list[str] = Field(
+        ["user-agent", "x-request-id"],
+        description="Request headers recorded with each capture (comma-separated names).",
+    )
+    capture_queue: int = Field(
+        1024,
+        ge=2,
+        description="Captures waiting to be written per worker; past it they are dropped "
+        "(counted), so a slow store never slows an answer.",
+    )
+    shadow: str | None = Field(
+        None,
+        description="A second stored model (NAME@candidate or a tag) that answers the same "
+        "images after the answers are sent, unseen: metrics and captures compare it.",
+    )
+    shadow_rate: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = Field(
+        "auto",
+        description="Share of images the shadow answers. auto: all on a GPU, "
+        f"{DEFAULT_CPU_SHADOW_RATE} on a CPU (where it shares the cores with the model "
+        "serving; BENCHMARKS.md gives its cost).",
+    )
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
@@ -152,7 +202,67 @@ class Settings(BaseModel):
             raise ValueError(f"{PREFIX}API_TOKEN and {PREFIX}API_TOKEN_FILE are both set: keep one")
         if self.api_token is not None and not self.api_token.get_secret_value().strip():
             raise ValueError(f"{PREFIX}API_TOKEN is empty: unset it to turn auth off")
+        if self.models and "model" in self.model_fields_set:
+            raise ValueError(
+                f"{PREFIX}MODEL and {PREFIX}MODELS are both set: name every model in "
+                f"{PREFIX}MODELS (the first is the default)"
+            )
         return self
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> Any:
+        """``a=NAME@production,b=OTHER:VERSION`` to ``{"a": ..., "b": ...}``, in order."""
+        if not isinstance(value, str):
+            return value
+        models: dict[str, str] = {}
+        for item in (part.strip() for part in value.split(",") if part.strip()):
+            name, equals, ref = (text.strip() for text in item.partition("="))
+            if not equals or not name or not ref:
+                raise ValueError(
+                    f"{item!r} is not NAME=REF, e.g. digits=visiontune-classifier@production"
+                )
+            if not MODEL_NAME.match(name):
+                raise ValueError(
+                    f"model name {name!r}: use lower-case letters, digits, '-', '_' or '.' "
+                    "(it is part of the URL /models/NAME/... and of metric labels)"
+                )
+            if name in models:
+                raise ValueError(f"model name {name!r} is given twice")
+            models[name] = ref
+        if not models:
+            raise ValueError("names no model: NAME=REF,NAME=REF")
+        return models
+
+    @field_validator("capture_headers", mode="before")
+    @classmethod
+    def _parse_headers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [name.strip() for name in value.split(",") if name.strip()]
+        names = [name.lower() for name in value]
+        secret = sorted(set(names) & SECRET_HEADERS)
+        if secret:
+            raise ValueError(f"{', '.join(secret)} carries credentials and is never captured")
+        return names
+
+    @field_validator("capture", "shadow", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def served_models(self) -> dict[str, str]:
+        """Name to model reference of every model served; the first is the default. With
+        ``VISIONTUNE_MODEL`` alone, one model named after the reference's model name."""
+        if self.models:
+            return dict(self.models)
+        return {self.model.split("@")[0].split(":")[0]: self.model}
+
+    def shadow_share(self, has_gpu: bool) -> float:
+        """The share of images the shadow answers (``shadow_rate``; auto: by device)."""
+        if self.shadow_rate != "auto":
+            return float(self.shadow_rate)
+        return 1.0 if has_gpu else DEFAULT_CPU_SHADOW_RATE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

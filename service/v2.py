@@ -113,16 +113,17 @@ class InferInput(bentoml.IODescriptor):
     @classmethod
     async def from_http_request(cls, request: Request, serde: Any) -> InferInput:
         service = bentoml.get_current_service()
+        served = service.default
         body = await request.body()
         header_length = request.headers.get(HEADER_LENGTH)
-        height, width = service.preprocessing.height, service.preprocessing.width
+        height, width = served.predictor.preprocessing.height, served.predictor.preprocessing.width
         try:
             parsed = await anyio.to_thread.run_sync(
                 parse_infer_request,
                 body,
                 header_length,
                 input_specs(height, width),
-                output_specs(len(service.labels)),
+                output_specs(len(served.labels)),
             )
             return cls.model_construct(items=await _items(service, parsed))
         except OipError as err:
@@ -146,7 +147,7 @@ async def _items(service, parsed: InferRequest) -> list[Item]:
         raise OipError(f"input {name!r} holds no images", "missing_field")
     if name == "pixel_values":
         return [Item(None, row, parsed) for row in tensor]
-    arrays = await in_decode_thread(service.decode, tensor)
+    arrays = await in_decode_thread(service.decode, tensor, service.default.name)
     return [Item(pixels, None, parsed) for pixels in arrays]
 
 
@@ -159,19 +160,19 @@ class InferOutput(bentoml.IODescriptor):
 
     @classmethod
     async def to_http_response(cls, obj: list[Row], serde: Any) -> Response:
-        service = bentoml.get_current_service()
+        served = bentoml.get_current_service().default
         request = obj[0].request
         scores = np.stack([row.probabilities for row in obj])
         outputs = []
         for wanted in request.outputs:
             if wanted.classification:
-                rows = classification(scores, wanted.classification, service.labels)
+                rows = classification(scores, wanted.classification, served.labels)
                 shape = [len(rows), len(rows[0])]
                 outputs.append(OutputTensor(wanted.name, "BYTES", shape, sum(rows, [])))
             else:
                 outputs.append(OutputTensor(wanted.name, "FP32", list(scores.shape), scores))
         binary = {wanted.name for wanted in request.outputs if wanted.binary}
-        tag = bentoml.Tag.from_taglike(service.tag)
+        tag = bentoml.Tag.from_taglike(served.tag)
         body, headers = encode_infer_response(
             tag.name, str(tag.version), request.id, outputs, binary
         )
@@ -179,24 +180,29 @@ class InferOutput(bentoml.IODescriptor):
 
 
 def predict(service, items: list[Item]) -> list[Row]:
-    """One forward pass over a batch of infer items (files and pixel values may mix)."""
+    """One forward pass of the default model over a batch of infer items (files and pixel
+    values may mix), holding the worker's forward-pass lock like ``/classify``."""
+    served = service.default
     started = time.perf_counter()
     scores: list[np.ndarray | None] = [None] * len(items)
     files = [i for i, item in enumerate(items) if item.pixels is not None]
     given = [i for i, item in enumerate(items) if item.pixels is None]
     if files:
         batch = stack_pixels([items[i].pixels for i in files])
-        for index, row in zip(files, run_batch(service.predictor, batch), strict=True):
+        with service.forward_lock:
+            rows = run_batch(served.predictor, batch)
+        for index, row in zip(files, rows, strict=True):
             scores[index] = row
     if given:
         values = np.stack([items[i].pixel_values for i in given])
-        rows = run_batch(service.predictor.classify_pixel_values, values)
+        with service.forward_lock:
+            rows = run_batch(served.predictor.classify_pixel_values, values)
         for index, row in zip(given, rows, strict=True):
             scores[index] = row
-    service.metrics.inference_seconds.observe(time.perf_counter() - started)
+    served.metrics.inference_seconds.observe(time.perf_counter() - started)
     for row in scores:
         best = int(np.argmax(row))
-        service.metrics.record(service.labels[best], float(row[best]))
+        served.metrics.record(served.labels[best], float(row[best]))
     return [Row(row, item.request) for row, item in zip(scores, items, strict=True)]
 
 
@@ -215,20 +221,20 @@ async def live(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     """The worker answers only once the service is built and warmed up (like /readyz)."""
     service = bentoml.get_current_service()
-    return Response(status_code=200 if getattr(service, "predictor", None) else 503)
+    return Response(status_code=200 if getattr(service, "default", None) else 503)
 
 
 async def metadata(request: Request) -> JSONResponse:
-    service = bentoml.get_current_service()
-    tag = bentoml.Tag.from_taglike(service.tag)
-    preprocessing = service.preprocessing
+    served = bentoml.get_current_service().default
+    tag = bentoml.Tag.from_taglike(served.tag)
+    preprocessing = served.predictor.preprocessing
     return JSONResponse(
         model_metadata(
             tag.name,
             [str(tag.version)],
-            f"visiontune_{service.predictor.runtime}",
+            f"visiontune_{served.predictor.runtime}",
             input_specs(preprocessing.height, preprocessing.width),
-            output_specs(len(service.labels)),
+            output_specs(len(served.labels)),
         )
     )
 

@@ -38,8 +38,9 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from transformers import get_cosine_schedule_with_warmup
 
+from contract.capture import captured_ids
 from contract.images import Preprocessing
-from contract.savedmodel import ModelMetadata
+from contract.savedmodel import Lineage, ModelMetadata
 from training import tracking
 from training.augment import BatchAugmenter, warn_if_upscaled
 from training.checkpoint import (
@@ -545,7 +546,14 @@ def _metadata(
             pkg: version(pkg)
             for pkg in ("visiontune", "torch", "transformers", "accelerate", "peft", "bentoml")
         },
+        lineage=_captured_lineage(config.data),
     )
+
+
+def _captured_lineage(data: str) -> Lineage | None:
+    """Data labelled from live traffic (``visiontune capture import``) names its inference ids."""
+    ids = captured_ids(data)
+    return Lineage(captured={data: ids}) if ids else None
 
 
 def _resolved_config(config: TrainConfig, data: DataSplits) -> dict:

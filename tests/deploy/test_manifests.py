@@ -15,6 +15,7 @@ from tests.support.deploy import (
     KUBERNETES_VERSION,
     OVERLAYS,
     checkov_dockerfile,
+    checkov_manifests,
     objects,
     one,
     promql_metrics,
@@ -40,6 +41,7 @@ CHECKOV_CONFIG = {
     "cpu": DEPLOY / "checkov.yaml",
     "local": DEPLOY / "k8s" / "overlays" / "local" / "checkov.yaml",
     "canary": DEPLOY / "checkov.yaml",
+    "canary-mirror": DEPLOY / "checkov.yaml",
 }
 # Which alert each canary analysis metric runs.
 ANALYSIS_ALERTS = {
@@ -130,15 +132,7 @@ def test_crd_validation_rejects_a_bad_object():
 def test_checkov_passes(overlay, tmp_path):
     path = tmp_path / f"{overlay}.yaml"
     path.write_text(render(overlay))
-    result = run(
-        [
-            tool("checkov"),
-            "--file", path,
-            "--framework", "kubernetes",
-            "--config-file", CHECKOV_CONFIG[overlay],
-            "--compact", "--quiet", "--skip-download",
-        ]
-    )  # fmt: skip
+    result = checkov_manifests(path, CHECKOV_CONFIG[overlay])
     assert result.returncode == 0, result.stdout[-4000:]
 
 
@@ -318,15 +312,7 @@ def test_retraining_manifests_validate_strict_and_pass_checkov(target, tmp_path)
     path = tmp_path / "retrain.yaml"
     path.write_text(render(target))
     kubernetes_validate(path)
-    result = run(
-        [
-            tool("checkov"),
-            "--file", path,
-            "--framework", "kubernetes",
-            "--config-file", DEPLOY / "checkov.yaml",
-            "--compact", "--quiet", "--skip-download",
-        ]
-    )  # fmt: skip
+    result = checkov_manifests(path, DEPLOY / "checkov.yaml")
     assert result.returncode == 0, result.stdout[-4000:]
 
 
@@ -398,7 +384,8 @@ def test_the_autoscaler_owns_the_replica_count(overlay):
 # of a batch on the CPU (on a GPU they live in GPU memory).
 MODEL_BYTES = {"gpu": 2 * GiB, "cpu": int(0.9 * GiB), "local": int(0.7 * GiB)}
 BATCH_BYTES_PER_IMAGE = {"gpu": 0, "cpu": 10 * MiB, "local": 10 * MiB}
-MODEL_BYTES["canary"], BATCH_BYTES_PER_IMAGE["canary"] = MODEL_BYTES["gpu"], 0  # gpu's pods
+for canary in ("canary", "canary-mirror"):  # gpu's pods
+    MODEL_BYTES[canary], BATCH_BYTES_PER_IMAGE[canary] = MODEL_BYTES["gpu"], 0
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -103,6 +103,7 @@ def answers(server, guarded_server, faulty_server, digit_files) -> dict[str, htt
             answers[error_type] = CASES[case](server)
     wrong = {"authorization": "Bearer wrong"}
     answers["unauthorized"] = guarded_server.client.post("/classify", headers=wrong)
+    answers["unknown_model"] = post_files(server, png((8, 8)), model="nosuch")
     faulty = faulty_server
     digit = digit_files["4"][0].read_bytes()
     answers["too_many_pixels_in_request"] = post_files(faulty, png((800, 800)), png((800, 800)))

@@ -126,3 +126,41 @@ def lifecycle_v1_config(root: Path, backbone: Path, prefix: str) -> TrainConfig:
         test_fraction=0.25,
         output_dir=root / "v1-run",
     )
+
+
+def captured(
+    inference_id: str,
+    label: str,
+    score: float,
+    *,
+    image: bytes,
+    when=None,
+    model: str = "digits:v1",
+    shadow: tuple[str, str, float] | None = None,
+    reason: str = "sampled",
+):
+    """A capture (``service.capture.Capture``) of one PNG answered ``label`` at ``score``;
+    ``shadow`` is (tag, label, score) of the shadow's answer."""
+    from datetime import UTC, datetime
+
+    from contract.capture import Answer, CaptureRecord, LabelScore, image_path
+    from service.capture import Capture
+
+    when = when or datetime.now(UTC)
+
+    def answer(tag: str, top: str, top_score: float) -> Answer:
+        top_k = [LabelScore(label=top, score=top_score)]
+        return Answer(model=tag, label=top, score=top_score, top_k=top_k, seconds=0.02, batch=4)
+
+    record = CaptureRecord(
+        inference_id=inference_id,
+        time=when,
+        answer=answer(model, label, score),
+        shadow=answer(*shadow) if shadow else None,
+        reason=reason,
+        image=image_path(when, inference_id, "png"),
+        media_type="image/png",
+        image_bytes=len(image),
+        headers={"user-agent": "test"},
+    )
+    return Capture(record, image, priority=reason == "low_confidence")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from functools import cache
@@ -14,7 +15,7 @@ from tests.support import REPO
 from tests.support.needs import need
 
 DEPLOY = REPO / "deploy"
-OVERLAYS = ("gpu", "cpu", "local", "canary")
+OVERLAYS = ("gpu", "cpu", "local", "canary", "canary-mirror")
 TOOLS = REPO / ".venv-tools" / "bin"
 # The Kubernetes release whose schemas kubernetes-validate checks against.
 KUBERNETES_VERSION = "1.33.0"
@@ -41,6 +42,23 @@ def render(target: str) -> str:
     result = run(["kubectl", "kustomize", folder])
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def render_with_components(folder: Path, overlay: str, components: list[str]) -> list[dict]:
+    """An overlay with components of deploy/k8s/components added, as a user's kustomization
+    in ``folder`` would (kustomize takes them by relative path only)."""
+    need(shutil.which("kubectl") is not None, "kubectl (with kustomize)")
+    k8s = os.path.relpath(DEPLOY / "k8s", folder)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [f"{k8s}/overlays/{overlay}"],
+        "components": [f"{k8s}/components/{name}" for name in components],
+    }
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    result = run(["kubectl", "kustomize", folder])
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 def objects(target: str) -> list[dict]:
@@ -71,6 +89,19 @@ def promql_metrics() -> dict[str, list[str]]:
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def checkov_manifests(path: Path, config: Path) -> subprocess.CompletedProcess:
+    """checkov's Kubernetes checks on rendered manifests, with the skips of ``config``."""
+    return run(
+        [
+            tool("checkov"),
+            "--file", path,
+            "--framework", "kubernetes",
+            "--config-file", config,
+            "--compact", "--quiet", "--skip-download",
+        ]
+    )  # fmt: skip
 
 
 def checkov_dockerfile(dockerfile: Path) -> subprocess.CompletedProcess:

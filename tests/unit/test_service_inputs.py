@@ -90,7 +90,7 @@ def test_schemas_describe_what_clients_send():
     assert files["properties"]["images"]["items"]["type"] == "file"
     assert files["properties"]["top_k"]["minimum"] == 1
     assert ImageFiles.mime_type() == "multipart/form-data"
-    assert set(Base64Images.model_json_schema()["properties"]) == {"images", "top_k"}
+    assert set(Base64Images.model_json_schema()["properties"]) == {"images", "top_k", "model"}
     assert Base64Images.mime_type() == "application/json"
 
 

@@ -2,6 +2,7 @@
 
 from visiontune.commands import (
     backbone,
+    capture,
     deploy,
     evaluate,
     export,
@@ -13,6 +14,7 @@ from visiontune.commands import (
     retrain,
     rollback,
     score,
+    shadow,
     train,
 )
 
@@ -30,4 +32,6 @@ COMMANDS = (
     deploy,
     backbone,
     lr_find,
+    capture,
+    shadow,
 )

@@ -1,5 +1,9 @@
 """`visiontune promote TAG`: make a stored model production if it beats the current one.
 
+The gate compares it with the production model on held-out images
+(``--eval-data``) and, with live evidence, on labelled captures
+(``--labelled-capture``) and by its agreement with production while it ran as
+the shadow (``--min-shadow-agreement`` with ``--capture`` or ``--metrics``).
 Exit 0 promoted, 3 refused by the gate (nothing changed), 2 usage or data error.
 """
 
@@ -8,8 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from visiontune.flags import add_config_flags, quiet_transformers
-from visiontune.lifecycle.gate import GateRules, Refused
+from visiontune.commands.shadow import add_source_arguments, shadow_stats
+from visiontune.flags import add_config_flags, config_values, quiet_transformers
+from visiontune.lifecycle.gate import GateRules, LiveRules, Refused
 
 NAME = "promote"
 HELP = "make a stored model production if it passes the gate against the current one"
@@ -18,6 +23,14 @@ HELP = "make a stored model production if it passes the gate against the current
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("tag", help="NAME:VERSION (or NAME@candidate, NAME:latest) to promote")
     add_gate_flags(parser)
+    live = parser.add_argument_group("live evidence (docs/capture.md)")
+    live.add_argument(
+        "--labelled-capture",
+        help="a folder `visiontune capture import` wrote: both models are scored on it "
+        "under the same rules as --eval-data",
+    )
+    add_config_flags(live, LiveRules)
+    add_source_arguments(live)
     parser.add_argument(
         "--force",
         action="store_true",
@@ -48,7 +61,7 @@ def gate_rules(args: argparse.Namespace) -> GateRules:
 
 def run(args: argparse.Namespace) -> int:
     from contract.stages import resolve
-    from visiontune.lifecycle.promotion import promote_with_gate
+    from visiontune.lifecycle.promotion import LABELLED_RUN, promote_with_gate
 
     quiet_transformers()
     rules = gate_rules(args)
@@ -61,14 +74,35 @@ def run(args: argparse.Namespace) -> int:
         run_dir=run_dir,
         force=args.force,
         reason=args.reason,
+        live=live_evidence(args),
     )
-    verdict = promotion.verdict
-    if verdict is not None:
-        print(f"gate: {'passed' if verdict.passed else 'refused'}: {verdict.reason}")
-        print(f"comparison: {run_dir / 'gate.md'}")
+    for name, check, report in [
+        ("gate", promotion.verdict, run_dir / "gate.md"),
+        ("labelled captures", promotion.labelled, run_dir / LABELLED_RUN / "gate.md"),
+        ("shadow", promotion.agreement, None),
+    ]:
+        if check is not None:
+            print(f"{name}: {'passed' if check.passed else 'refused'}: {check.reason}")
+            if report is not None:
+                print(f"comparison: {report}")
     if promotion.change is None:
-        raise Refused(f"{tag} stays a candidate: {verdict.reason}")
+        refused = next(check for check in promotion.checks if not check.passed)
+        raise Refused(f"{tag} stays a candidate: {refused.reason}")
     previous = promotion.change.previous_production
     after = f" ({tag.name}:{previous} archived)" if previous else ""
     print(f"{tag} is production{after}")
     return 0
+
+
+def live_evidence(args: argparse.Namespace):
+    """The live evidence the flags ask for."""
+    from visiontune.lifecycle.promotion import LiveEvidence
+
+    rules = LiveRules.model_validate(config_values(args, LiveRules))
+    source = args.capture or args.metrics
+    return LiveEvidence(
+        rules=rules,
+        labelled=args.labelled_capture,
+        shadow_stats=(lambda: shadow_stats(args)) if source else None,
+        source=f"capture {args.capture}" if args.capture else f"metrics {args.metrics}",
+    )

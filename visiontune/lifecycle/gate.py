@@ -9,6 +9,13 @@ Both models score the same held-out images with their calibrated predictors
 - no class's F1 drops by more than ``max_class_drop`` below the champion's.
 
 The comparison is written to the run folder as ``gate.json`` and ``gate.md``.
+
+Live evidence joins the same gate at promotion (:class:`LiveRules`): images
+captured from live traffic and labelled (``visiontune capture import``) are
+scored like the held-out set, under the same rules, and the challenger, run as
+the serving model's shadow, must have agreed with it on at least
+``min_shadow_agreement`` of ``min_shadow_images`` live images or more
+(:func:`check_agreement`).
 """
 
 from __future__ import annotations
@@ -47,6 +54,32 @@ class GateRules(BaseModel):
     max_class_drop: float = Field(
         0.05, ge=0, le=1, description="Largest drop of any one class's F1 the gate accepts."
     )
+
+
+class LiveRules(BaseModel):
+    """What live traffic must show before a challenger is promoted (the `promote` flags)."""
+
+    min_shadow_agreement: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Require the challenger, run as the production model's shadow "
+        "(VISIONTUNE_SHADOW), to have given its top-1 label on at least this share of live "
+        "images (evidence from --capture or --metrics).",
+    )
+    min_shadow_images: int = Field(
+        100, ge=1, description="Fewest live images the shadow agreement must rest on."
+    )
+
+
+class AgreementCheck(BaseModel):
+    """The shadow-agreement part of a verdict."""
+
+    passed: bool
+    reason: str
+    compared: int
+    agreed: int
+    source: str
 
 
 @dataclass
@@ -160,6 +193,32 @@ def judge(
         challenger_metrics=challenger_metrics,
         delta=delta,
         class_drops=drops,
+    )
+
+
+def check_agreement(
+    champion: str, challenger: str, rules: LiveRules, evidence: list, source: str
+) -> AgreementCheck:
+    """Whether ``challenger`` shadowing ``champion`` agreed often enough; ``evidence`` holds
+    ``visiontune.lifecycle.shadow.ShadowStats`` (the pair is looked for there)."""
+    (pair,) = [s for s in evidence if (s.model, s.shadow) == (champion, challenger)] or [None]
+    compared, agreed = (pair.compared, pair.agreed) if pair else (0, 0)
+    required = rules.min_shadow_agreement
+    if compared < rules.min_shadow_images:
+        passed = False
+        reason = (
+            f"{challenger} answered {compared} live images as the shadow of {champion}, fewer "
+            f"than the {rules.min_shadow_images} required (--min-shadow-images)"
+        )
+    else:
+        agreement = agreed / compared
+        passed = agreement >= required
+        reason = (
+            f"shadow agreement {agreement:.4f} on {compared} live images "
+            f"({'at least' if passed else 'below'} the required {required:.4f})"
+        )
+    return AgreementCheck(
+        passed=passed, reason=reason, compared=compared, agreed=agreed, source=source
     )
 
 

@@ -21,6 +21,7 @@ from typing import Literal
 
 import bentoml
 
+from contract.capture import captured_ids
 from contract.predictor import Predictor
 from contract.savedmodel import Lineage, ModelMetadata, production_ref
 from contract.stages import Change, read_record, resolve
@@ -108,6 +109,7 @@ def retrain(request: RetrainRequest) -> RetrainResult:
             data=fingerprints,
             held_out=held_out.description,
             gate=verdict.model_dump(mode="json"),
+            captured={source: ids for source in fingerprints if (ids := captured_ids(source))},
         )
         return metadata.model_copy(update={"lineage": lineage})
 
