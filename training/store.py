@@ -24,6 +24,7 @@ from contract.savedmodel import (
     ModelMetadata,
 )
 from contract.stages import resolve
+from training.filemodes import restore_file_modes
 from training.modelcard import CARD_FILENAME, model_card
 
 
@@ -50,6 +51,7 @@ def save_model(
         card = model_card(str(bento_model.tag), metadata, preprocessing)
         (path / CARD_FILENAME).write_text(card, encoding="utf-8")
         _check_safetensors_only(path)
+        restore_file_modes(path)
     return bento_model.tag
 
 
