@@ -8,6 +8,8 @@ import json
 import types
 import typing
 
+from pydantic_core import PydanticUndefined
+
 
 def add_config_flags(parser: argparse.ArgumentParser, model: type, skip: tuple = ()) -> None:
     """One flag per field of ``model`` (except ``skip``)."""
@@ -26,7 +28,7 @@ def add_field_flag(parser: argparse.ArgumentParser, name: str, field) -> None:
         parser.add_argument(flag, dest=name, action="append", default=None, help=help_text)
         return
     choices = _choices(field.annotation)
-    if not field.is_required() and field.default is not None:
+    if not field.is_required() and field.default not in (None, PydanticUndefined):
         help_text += f" (default: {getattr(field.default, 'value', field.default)})"
     parser.add_argument(flag, dest=name, choices=choices, default=None, help=help_text)
 

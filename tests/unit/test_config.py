@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 from pydantic import ValidationError
 
-from training.config import TrainConfig
+from training.config import DEFAULT_LR, TrainConfig
+from visiontune.flags import add_config_flags
 
 BASE = {"data": "digits", "backbone": "some/backbone"}
 
@@ -56,6 +59,19 @@ def test_defaults_resolve_per_strategy():
     lora = TrainConfig(**BASE, strategy="lora", lora_rank=4)
     assert (lora.resolved_lora_rank, lora.resolved_lora_alpha) == (4, 8.0)
     assert str(TrainConfig(**BASE, name="m").run_dir) == "runs/m"
+
+
+def test_learning_rate_defaults_by_strategy_and_is_written_out():
+    rates = {s: TrainConfig(**BASE, strategy=s).lr for s in ("linear", "partial", "full", "lora")}
+    assert rates == DEFAULT_LR
+    assert rates["linear"] > rates["full"]  # a head alone takes larger steps
+    assert TrainConfig(**BASE, strategy="linear", lr=3e-4).lr == 3e-4  # given, it stays
+    assert TrainConfig(**BASE, strategy="lora").model_dump()["lr"] == DEFAULT_LR["lora"]
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, TrainConfig)
+    help_text = " ".join(parser.format_help().split())
+    assert "default by strategy: linear 0.01, partial 0.001, full 0.001, lora 0.002" in help_text
+    assert "PydanticUndefined" not in help_text
 
 
 @pytest.mark.parametrize(
