@@ -756,10 +756,10 @@ def _packing(result: dict) -> str:
 
 def _scoring(result: dict) -> str:
     """visiontune score: images/s of both engines against the predictor alone."""
-    from benchmarks.score_throughput import DEFAULT_COUNT, of_limit
+    from benchmarks.score_throughput import DEFAULT_COUNT
 
     rates, rounds = result["images_per_second"], result["rates_by_round"]
-    shares = of_limit(rounds)
+    shares = result["of_limit"]
     lines = [
         "## Batch scoring (`visiontune score`)",
         "",
@@ -767,12 +767,14 @@ def _scoring(result: dict) -> str:
         "folder scored by the serving benchmark's model (DeiT-tiny size, 224 px, fp32) into "
         f"Parquet, batches of {result['batch_size']}, median of {result['rounds']} round(s) "
         "in rotating order. The limit is the predictor alone on pre-decoded batches in "
-        "one process (no reading, decoding or writing); the Ray engine runs on a local Ray "
+        "one process (no reading, decoding or writing), measured before and after each "
+        "engine run; each engine's share is of the mean of the two limits around it. The "
+        "Ray engine runs on a local Ray "
         f"{result['ray_version']} with {result['ray_cpus']} CPUs, started before the clock "
         f"({result['ray_start_seconds']:.0f} s, not counted; its actors' start and model "
         f"load are). Target: at least {result['target']:.1f} of the limit for both engines.",
         "",
-        "| | images/s | of the limit (median of the rounds' shares) | images/s each round |",
+        "| | images/s (median) | of the limit (median of the rounds' shares) | images/s each run |",
         "| --- | ---: | ---: | --- |",
     ]
     for way in ("limit", "local", "ray"):
