@@ -16,6 +16,7 @@ from training.augment import (
     POLICIES,
     AffineWarp,
     BatchAugmenter,
+    GaussianBlur,
     PixelNoise,
     count_smaller,
     warn_if_upscaled,
@@ -185,3 +186,18 @@ def test_pixel_noise_is_drawn_at_the_input_size_or_coarser():
     steps = [float((b[..., 1:] - b[..., :-1]).abs().mean()) for b in map(noise, [pixels] * 30)]
     assert max(steps) > 0.1  # pixel by pixel: neighbours independent (about 0.11)
     assert min(steps) < 0.05  # upsampled from a third of the size: neighbours alike
+
+
+def test_gaussian_blur_blurs_its_share_of_images_as_kornia_does():
+    import kornia
+
+    torch.manual_seed(0)
+    pixels = torch.rand(200, 3, 20, 20)
+    blurred = GaussianBlur(sigma=(1.5, 1.5), p=0.3)(pixels)
+    changed = (blurred != pixels).flatten(1).any(dim=1)
+    assert 0.2 < changed.float().mean() < 0.4  # about p of the images, the rest untouched
+    expected = kornia.filters.gaussian_blur2d(
+        pixels[changed], (9, 9), (1.5, 1.5), border_type="replicate"
+    )
+    torch.testing.assert_close(blurred[changed], expected, atol=0.02, rtol=0)
+    assert blurred[changed].std() < pixels[changed].std() / 2  # noise is smoothed away
