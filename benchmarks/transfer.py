@@ -257,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     from training.backbones import save_random_copy
     from training.pretrained import resolve
+    from visiontune.flags import quiet_transformers
 
+    quiet_transformers()
     shots_list = [10] if args.quick else args.per_class
     seeds = 1 if args.quick else args.seeds
     quick = {"epochs": 2} if args.quick else {}
@@ -297,6 +299,14 @@ def main(argv: list[str] | None = None) -> int:
 
     save(args, started, runs, probe, lr_find)
     return 0
+
+
+def _defaults() -> dict:
+    """The training defaults every run took (the learning rate is per strategy, in each run)."""
+    from training.config import TrainConfig
+
+    fields = ("epochs", "patience", "augment", "batch_size", "warmup_ratio", "weight_decay")
+    return {name: TrainConfig.model_fields[name].default for name in fields}
 
 
 def _key(run: dict) -> tuple:
@@ -341,6 +351,7 @@ def save(args, started: float, runs: list[dict], probe: dict | None, lr_find: di
                 "data": "Fashion-MNIST",
                 "eval_per_class": EVAL_PER_CLASS,
                 "val_per_class": VAL_PER_CLASS,
+                "defaults": _defaults(),
                 "table": table,
                 "probe": probe or stored.get("probe"),
                 "lr_find": lr_find or stored.get("lr_find"),
