@@ -188,7 +188,9 @@ def _input_size(result: dict) -> str:
 
 
 def _transfer(result: dict) -> str:
-    table = result["table"]
+    table, defaults = result["table"], result["defaults"]
+    seeds = max((cell["seeds"] for cells in table.values() for cell in cells.values()), default=0)
+    size = result["runs"][0]["image_size"][0] if result["runs"] else "?"
     lines = [
         "## Transfer vs scratch",
         "",
@@ -197,14 +199,16 @@ def _transfer(result: dict) -> str:
         "epoch) after training on 10 or 100 photos per class. "
         f"`linear`, `partial`, `full` and `lora` fine-tune {result['backbone']}; `scratch "
         "(full)` trains the same network from random weights. Each run is `visiontune train` "
-        "with the defaults (at most 20 epochs, cosine learning rate, early stopping after 5 "
-        "epochs without progress, light augmentation, small images at twice their size: 64 "
-        "px) and the peak learning rate below; mean ± standard deviation over seeds (each "
-        "seed draws other photos), and the mean wall-clock time of a run. The random-weight "
-        "baseline trains all 20 epochs: its batch norms' running statistics need more steps "
-        "than early stopping gives a few-shot run.",
+        f"with the defaults (at most {defaults['epochs']} epochs, warm-up then a cosine "
+        f"learning rate, early stopping after {defaults['patience']} epochs without progress, "
+        f"`--augment {defaults['augment']}`, batch {defaults['batch_size']}, small images at "
+        f"twice their size: {size} px) and its strategy's default peak learning rate; mean ± "
+        f"standard deviation over {seeds} seeds (each seed draws other photos and another "
+        "head), and the mean wall-clock time of a run (one torch thread, evaluation "
+        "included). The random-weight baseline trains every epoch: its batch norms' running "
+        "statistics need more steps than early stopping gives a few-shot run.",
         "",
-        *_transfer_table(table),
+        *_transfer_table(result),
         "",
     ]
     names = {
@@ -219,33 +223,78 @@ def _transfer(result: dict) -> str:
             f"- {label}: {value.format(verdict['value'])} "
             f"(target {target.format(result['targets'][key])}, {met})"
         )
-    rates = sorted({(r["row"], r["lr"]) for r in result["runs"]})
-    lines += [
-        "",
-        "Peak learning rates: " + ", ".join(f"{row} {lr:g}" for row, lr in rates) + ".",
-        "",
-        _machine(result),
-    ]
+    lines += ["", *_epochs_run(result["runs"]), *_range_tests(result.get("lr_find"))]
+    lines += ["", _machine(result)]
     return "\n".join(lines)
 
 
-def _transfer_table(table: dict) -> list[str]:
+def _transfer_table(result: dict) -> list[str]:
+    table, probe = result["table"], result.get("probe")
     columns = sorted({c for cells in table.values() for c in cells}, key=int)
-    lines = [
-        "| strategy | " + " | ".join(f"{c} per class" for c in columns) + " |",
-        "| --- |" + " ---: |" * len(columns),
-    ]
+    rates = {run["row"]: run["lr"] for run in result["runs"]}
+    header = ["strategy", "peak lr", *(f"{c} per class" for c in columns)]
+    if probe:
+        header.append(f"all {probe['train_images']:,}")
+    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
     for row, cells in table.items():
-        rendered = []
+        rendered = [row, f"{rates[row]:g}" if row in rates else "-"]
         for column in columns:
             cell = cells.get(column)
             if cell is None:
                 rendered.append("-")
                 continue
             spread = f" ± {cell['std']:.3f}" if cell["seeds"] > 1 else ""
-            seeds = f"{cell['seeds']} seed{'s' * (cell['seeds'] > 1)}"
-            rendered.append(f"{cell['mean']:.3f}{spread} ({seeds}, {cell['seconds']:.0f} s)")
-        lines.append(f"| {row} | " + " | ".join(rendered) + " |")
+            rendered.append(f"{cell['mean']:.3f}{spread} ({cell['seconds']:.0f} s)")
+        lines.append("| " + " | ".join(rendered + (["-"] if probe else [])) + " |")
+    if probe:
+        cells = ["linear probe (frozen features, logistic regression)", f"C={probe['C']:g}"]
+        cells += ["-"] * len(columns)
+        cells.append(f"{probe['test_accuracy']:.3f} ({probe['seconds']:.0f} s)")
+        lines += [
+            "| " + " | ".join(cells) + " |",
+            "",
+            f"The linear probe: the frozen ImageNet backbone's pooled features of all "
+            f"{probe['train_images']:,} training photos at {probe['image_size'][0]} px (no "
+            "augmentation), standardised, and scikit-learn's multinomial logistic regression, "
+            "its inverse strength C chosen on the validation split ("
+            + ", ".join(f"C={c}: {a:.3f}" for c, a in probe["val_accuracy_by_C"].items())
+            + ") and refitted on all of them; one run (nothing in it depends on a seed), "
+            f"{probe['feature_seconds']:.0f} s of it reading the features.",
+        ]
+    return lines
+
+
+def _epochs_run(runs: list[dict]) -> list[str]:
+    """How many epochs each row ran before early stopping, per photos per class."""
+    found = {}
+    for run in runs:
+        found.setdefault((run["row"], run["per_class"]), []).append(run["epochs_run"])
+    if not found:
+        return []
+    cells = [f"{row} at {shots}: {', '.join(map(str, e))}" for (row, shots), e in found.items()]
+    return ["", "Epochs each run trained (seed by seed): " + "; ".join(cells) + "."]
+
+
+def _range_tests(found: dict | None) -> list[str]:
+    """`visiontune lr-find`'s suggestions per strategy beside the default rate."""
+    if not found:
+        return []
+    lines = [
+        "",
+        "`visiontune lr-find` (100 steps from 1e-7 to 10, the same data, augmentation and "
+        "batch size, 100 photos per class, seed 0) for each strategy, beside its default:",
+        "",
+        "| strategy | default peak lr | steepest descent | minimum / 10 |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for row, found_row in found.items():
+        if "error" in found_row:
+            lines.append(f"| {row} | {found_row['default_lr']:g} | {found_row['error']} | |")
+            continue
+        lines.append(
+            f"| {row} | {found_row['default_lr']:g} | {found_row['steepest']:.1e} | "
+            f"{found_row['minimum_tenth']:.1e} |"
+        )
     return lines
 
 
@@ -758,10 +807,10 @@ def _packing(result: dict) -> str:
 
 def _scoring(result: dict) -> str:
     """visiontune score: images/s of both engines against the predictor alone."""
-    from benchmarks.score_throughput import DEFAULT_COUNT, of_limit
+    from benchmarks.score_throughput import DEFAULT_COUNT
 
     rates, rounds = result["images_per_second"], result["rates_by_round"]
-    shares = of_limit(rounds)
+    shares = result["of_limit"]
     lines = [
         "## Batch scoring (`visiontune score`)",
         "",
@@ -769,12 +818,14 @@ def _scoring(result: dict) -> str:
         "folder scored by the serving benchmark's model (DeiT-tiny size, 224 px, fp32) into "
         f"Parquet, batches of {result['batch_size']}, median of {result['rounds']} round(s) "
         "in rotating order. The limit is the predictor alone on pre-decoded batches in "
-        "one process (no reading, decoding or writing); the Ray engine runs on a local Ray "
+        "one process (no reading, decoding or writing), measured before and after each "
+        "engine run; each engine's share is of the mean of the two limits around it. The "
+        "Ray engine runs on a local Ray "
         f"{result['ray_version']} with {result['ray_cpus']} CPUs, started before the clock "
         f"({result['ray_start_seconds']:.0f} s, not counted; its actors' start and model "
         f"load are). Target: at least {result['target']:.1f} of the limit for both engines.",
         "",
-        "| | images/s | of the limit (median of the rounds' shares) | images/s each round |",
+        "| | images/s (median) | of the limit (median of the rounds' shares) | images/s each run |",
         "| --- | ---: | ---: | --- |",
     ]
     for way in ("limit", "local", "ray"):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from benchmarks.common import parser, set_threads, write_result
+from benchmarks.common import RESULTS, machine_facts, parser, set_threads, write_result
 
 POLICIES = ["none", "light"]
 GOAL_RATIO = 0.9  # with the default policy every corruption keeps this share of clean accuracy
@@ -107,6 +108,7 @@ def run_one(policy: str, seed: int, work: Path, **quick) -> dict:
     return {
         "policy": policy,
         "seed": seed,
+        "commit": machine_facts()["git_commit"],
         "accuracy": scores,
         "image_size": list(result.metadata.image_size),
         "test_images": result.metadata.test.n,
@@ -130,21 +132,31 @@ def summarise(runs: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0])
     args.add_argument("--seeds", type=int, default=1, help="seeds to average (default 1)")
+    args.add_argument(
+        "--policies",
+        nargs="+",
+        choices=POLICIES,
+        default=POLICIES,
+        help="policies to train with (default both); the result file's runs of the others "
+        "are kept, each with its commit",
+    )
     args = args.parse_args(argv)
     set_threads(args)
     started = time.perf_counter()
     seeds = [0] if args.quick else list(range(args.seeds))
     quick = {"epochs": 1, "per_class": 5, "eval_per_class": 5} if args.quick else {}
-    runs = []
+    path = args.output or RESULTS / ("robustness.quick.json" if args.quick else "robustness.json")
+    runs = [r for r in _kept(path) if r["policy"] not in args.policies and r["seed"] in seeds]
     with tempfile.TemporaryDirectory(prefix="bench-robustness-") as work:
         for seed in seeds:
-            for policy in POLICIES:
+            for policy in args.policies:
                 run = run_one(policy, seed, Path(work), **quick)
                 runs.append(run)
                 line = "  ".join(f"{name} {acc:.3f}" for name, acc in run["accuracy"].items())
                 print(
                     f"  --augment {policy:5s} seed {seed}: {line} ({run['seconds']}s)", flush=True
                 )
+    runs.sort(key=lambda r: (r["seed"], POLICIES.index(r["policy"])))
     summary = summarise(runs)
     print(
         f"--augment light: worst corruption {summary['light_worst_of_clean']:.3f} of clean "
@@ -165,6 +177,16 @@ def main(argv: list[str] | None = None) -> int:
         started,
     )
     return 0
+
+
+def _kept(path: Path) -> list[dict]:
+    """The runs a result file holds, each with the commit it ran at."""
+    if not path.exists():
+        return []
+    stored = json.loads(path.read_text())
+    for run in stored["runs"]:
+        run.setdefault("commit", stored["machine"]["git_commit"])
+    return stored["runs"]
 
 
 if __name__ == "__main__":

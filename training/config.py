@@ -37,6 +37,11 @@ def default_workers() -> int:
     return max(1, min(8, cores - 1))
 
 
+# the peak learning rate each strategy trains best at (benchmarks.transfer): a frozen
+# backbone's head alone takes a larger step than weights that carry pretrained features
+DEFAULT_LR: dict[str, float] = {"linear": 1e-2, "partial": 1e-3, "full": 1e-3, "lora": 2e-3}
+
+
 class TrainConfig(BaseModel):
     """Everything `visiontune train` needs to fine-tune a backbone with a new head."""
 
@@ -149,7 +154,13 @@ class TrainConfig(BaseModel):
     )
     batch_size: int = Field(32, ge=1, description="Images per step per device.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
-    lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    lr: float = Field(
+        default_factory=lambda fields: DEFAULT_LR[fields.get("strategy", "full")],
+        gt=0,
+        description="Peak learning rate; default by strategy: "
+        + ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LR.items())
+        + " (measured, BENCHMARKS.md).",
+    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps for linear warm-up.")
     patience: int = Field(

@@ -31,7 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from training.config import TrainConfig
 from training.data import DataSplits, ImageSet, load_data, make_loader
-from training.model import apply_strategy, create_model, load_backbone_config, train_mode
+from training.model import (
+    apply_strategy,
+    create_model,
+    load_backbone_config,
+    sized_for,
+    train_mode,
+)
 from training.preflight import OutputError, describe
 from training.progress import Progress
 from training.train import epoch_order, loss_function, make_augmenter, mixed_precision
@@ -84,6 +90,7 @@ class RangeTest:
     smoothed: list[float]
     diverged: bool
     planned: int  # the steps asked for
+    image_size: tuple[int, int] | None = None  # the input it ran at, as training picks it
 
 
 @dataclass
@@ -106,6 +113,7 @@ def range_test(
     set_seed(config.seed)
     load_backbone_config(config.backbone)  # fail on a bad --backbone before decoding the data
     data = data or load_data(config)
+    config = sized_for(config, [source for source, _ in data.train])  # the size train picks
     model, preprocessing = create_model(config.backbone, data.labels, config.image_size)
     trainable = apply_strategy(model, config)
     ratios = [group["lr"] / config.lr for group in trainable.param_groups]
@@ -131,7 +139,9 @@ def range_test(
         return float(accelerator.reduce(torch.stack(losses).mean(), reduction="mean"))
 
     train_mode(model)
-    return _sweep(step, sweep, accelerator.is_main_process)
+    result = _sweep(step, sweep, accelerator.is_main_process)
+    result.image_size = (preprocessing.height, preprocessing.width)
+    return result
 
 
 def _batches(train_set: ImageSet, config: TrainConfig, accelerator) -> Iterator[tuple]:

@@ -263,6 +263,15 @@ def input_size_for(backbone: str, sources: list) -> int | None:
     return size if size < min(own.height, own.width) else None
 
 
+def sized_for(config: TrainConfig, sources: list) -> TrainConfig:
+    """``config`` with the input size chosen for its training images when it names none
+    (:func:`input_size_for`), as training takes it; else ``config`` itself."""
+    if config.image_size is not None:
+        return config
+    size = input_size_for(config.backbone, sources)
+    return config.model_copy(update={"image_size": size}) if size else config
+
+
 def _model_size(model: nn.Module) -> tuple[int, int] | None:
     """Models with position embeddings (ViT...) fix their input size in the config."""
     size = getattr(model.config, "image_size", None)

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.filemodes import restore_file_modes, umask
+
 SE_OPEN_BIAS = 100.0  # sigmoid(100) is 1.0 in fp32, bf16 and fp16: the gate passes everything
 
 
@@ -57,7 +59,8 @@ def import_backbone(name: str, output: str | Path) -> Path:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         (staging / "README.md").write_text(_model_card(source, model), encoding="utf-8")
-        staging.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; the import is not
+        restore_file_modes(staging)
+        staging.chmod(0o777 & ~umask())  # mkdtemp's folder is private; the import is not
         if output.is_dir():
             output.rmdir()
         try:
@@ -79,12 +82,6 @@ def resolve(backbone: str) -> str:
     if not (folder / "config.json").exists():
         import_backbone(backbone, folder)
     return str(folder)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def cache_folder(name: str) -> Path:

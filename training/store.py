@@ -26,6 +26,7 @@ from contract.savedmodel import (
     ModelMetadata,
 )
 from contract.stages import resolve
+from training.filemodes import restore_file_modes
 from training.modelcard import CARD_FILENAME, model_card
 
 MODEL_YAML = "model.yaml"  # where BentoML keeps a stored model's info, metadata included
@@ -58,6 +59,7 @@ def save_model(
         if samples is not None:
             samples.save(path)
         _check_safetensors_only(path)
+        restore_file_modes(path)
     return bento_model.tag
 
 

@@ -9,7 +9,9 @@ import pytest
 
 from tests.support.builders import IMAGE_SIZE, digits_config
 from tests.support.cli import visiontune
+from training.data import load_data
 from training.lr_find import RangeTestConfig, range_test, suggest
+from training.model import input_size_for
 from training.train import train
 
 
@@ -57,6 +59,14 @@ def test_the_suggested_rate_trains_better_than_a_tiny_one(full_sweep, tmp_path):
 
     suggested, tiny = accuracy(suggestion.steepest), accuracy(1e-6)
     assert suggested > tiny + 0.2, (suggested, tiny)
+
+
+def test_small_images_are_swept_at_the_size_training_picks(make_backbone, tmp_path):
+    backbone = make_backbone("efficientnet", 224)  # a convolutional backbone, 224 px input
+    config = digits_config(backbone, tmp_path, image_size=None, per_class=4)
+    result = range_test(config, RangeTestConfig(steps=20))
+    sources = [source for source, _ in load_data(config).train]
+    assert result.image_size == (input_size_for(str(backbone), sources),) * 2 == (32, 32)
 
 
 def test_lr_find_command_prints_the_rate_and_keeps_no_model(backbone, tmp_path):

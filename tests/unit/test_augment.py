@@ -12,7 +12,15 @@ from torch import nn
 
 from contract.images import Preprocessing
 from tests.support.images import digit_images
-from training.augment import POLICIES, AffineWarp, BatchAugmenter, count_smaller, warn_if_upscaled
+from training.augment import (
+    POLICIES,
+    AffineWarp,
+    BatchAugmenter,
+    GaussianBlur,
+    PixelNoise,
+    count_smaller,
+    warn_if_upscaled,
+)
 from training.ema import weight_average
 
 SIZE = 16
@@ -158,3 +166,38 @@ def test_a_nearest_pixel_warp_makes_no_new_values():
     )
     assert set(warped.unique().tolist()) <= set(pixels.unique().tolist())
     assert not torch.equal(warped, pixels)
+
+
+def test_pixel_noise_is_the_same_on_every_channel_for_its_share_of_images():
+    torch.manual_seed(0)
+    pixels = torch.full((400, 3, 12, 12), 0.5)
+    noisy = PixelNoise(std=(0.05, 0.1), coarsest=1, p=0.3)(pixels)
+    changed = (noisy != pixels).flatten(1).any(dim=1)
+    assert 0.2 < changed.float().mean() < 0.4  # about p of the images
+    delta = (noisy - pixels)[changed]
+    assert torch.equal(delta[:, 0], delta[:, 1]) and torch.equal(delta[:, 0], delta[:, 2])
+    assert 0.04 < delta.std(dim=(1, 2, 3)).mean() < 0.11
+
+
+def test_pixel_noise_is_drawn_at_the_input_size_or_coarser():
+    torch.manual_seed(0)
+    noise = PixelNoise(std=(0.1, 0.1), coarsest=3, p=1)
+    pixels = torch.zeros(16, 1, 48, 48)
+    steps = [float((b[..., 1:] - b[..., :-1]).abs().mean()) for b in map(noise, [pixels] * 30)]
+    assert max(steps) > 0.1  # pixel by pixel: neighbours independent (about 0.11)
+    assert min(steps) < 0.05  # upsampled from a third of the size: neighbours alike
+
+
+def test_gaussian_blur_blurs_its_share_of_images_as_kornia_does():
+    import kornia
+
+    torch.manual_seed(0)
+    pixels = torch.rand(200, 3, 20, 20)
+    blurred = GaussianBlur(sigma=(1.5, 1.5), p=0.3)(pixels)
+    changed = (blurred != pixels).flatten(1).any(dim=1)
+    assert 0.2 < changed.float().mean() < 0.4  # about p of the images, the rest untouched
+    expected = kornia.filters.gaussian_blur2d(
+        pixels[changed], (9, 9), (1.5, 1.5), border_type="replicate"
+    )
+    torch.testing.assert_close(blurred[changed], expected, atol=0.02, rtol=0)
+    assert blurred[changed].std() < pixels[changed].std() / 2  # noise is smoothed away

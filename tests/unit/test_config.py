@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 from pydantic import ValidationError
 
-from training.config import TrainConfig, default_workers
+from training.config import DEFAULT_LR, TrainConfig, default_workers
+from visiontune.flags import add_config_flags
 
 BASE = {"data": "digits", "backbone": "some/backbone"}
 
@@ -60,6 +63,19 @@ def test_the_config_holds_its_real_defaults():
     recorded = TrainConfig(**BASE, strategy="partial").recorded()
     assert recorded["unfreeze_blocks"] == 2 and "lora_rank" not in recorded
     assert str(TrainConfig(**BASE, name="m").run_dir) == "runs/m"
+
+
+def test_learning_rate_defaults_by_strategy_and_is_written_out():
+    rates = {s: TrainConfig(**BASE, strategy=s).lr for s in ("linear", "partial", "full", "lora")}
+    assert rates == DEFAULT_LR
+    assert rates["linear"] > rates["full"]  # a head alone takes larger steps
+    assert TrainConfig(**BASE, strategy="linear", lr=3e-4).lr == 3e-4  # given, it stays
+    assert TrainConfig(**BASE, strategy="lora").model_dump()["lr"] == DEFAULT_LR["lora"]
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, TrainConfig)
+    help_text = " ".join(parser.format_help().split())
+    assert "default by strategy: linear 0.01, partial 0.001, full 0.001, lora 0.002" in help_text
+    assert "PydanticUndefined" not in help_text
 
 
 @pytest.mark.parametrize(

@@ -79,3 +79,13 @@ def test_small_images_train_at_twice_their_size(make_backbone):
     assert input_size_for(str(make_backbone("vit", 224)), photos) is None  # fixed input
     large = [np.zeros((200, 150), dtype=np.uint8)]
     assert input_size_for(str(lite), large) is None  # 400 px is no smaller than 224
+
+
+def test_without_the_package_tests_skip_naming_it_and_fail_in_ci(tmp_path, monkeypatch):
+    monkeypatch.setenv("VISIONTUNE_FASHION_MNIST", str(tmp_path))
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install dataset-fashion-mnist"):
+        need_fashion_mnist()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI needs Fashion-MNIST"):
+        need_fashion_mnist()

@@ -14,10 +14,15 @@ from contract.savedmodel import ModelMetadata
 from tests.support.builders import metadata
 from tests.support.images import digit_images
 from tests.support.store import stage_of
+from training.filemodes import umask
 from training.model import create_model
 from training.store import list_models, load_predictor, save_model
 
 LABELS = ["3", "5", "8"]
+
+
+def file_modes(folder: Path) -> set[int]:
+    return {p.stat().st_mode & 0o777 for p in folder.iterdir() if p.is_file()}
 
 
 def unique_name() -> str:
@@ -65,6 +70,7 @@ def test_stored_folder_is_safetensors_with_valid_metadata(make_backbone):
     assert "model.safetensors" in files
     assert {"config.json", "preprocessor_config.json", "visiontune.json"} <= files
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
+    assert file_modes(Path(stored.path)) == {0o666 & ~umask()}  # the weights too, not 0600
     assert stored.info.labels["backbone_family"] == "vit"
     validated = ModelMetadata.model_validate(stored.info.metadata)
     assert validated == metadata()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from visiontune.errors import fail, message_and_code
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m visiontune.demo", description=__doc__)
@@ -19,7 +21,10 @@ def main(argv: list[str] | None = None) -> int:
         from visiontune.demo import digits as story
     else:
         from visiontune.demo import fashion as story
-    return story.main()
+    try:
+        return story.main()
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM turned into training's Interrupted
+        return fail(*message_and_code(err))
 
 
 if __name__ == "__main__":

@@ -31,10 +31,12 @@ from visiontune.localserver import REPO
 
 BACKBONE = "efficientnet-lite0"
 PER_CLASS = 20
+EVAL_PER_CLASS = 20  # validated every epoch, and tested
+EPOCHS = 12
 HELD_OUT_SHOWN = 8
 
 
-def demo_config(backbone: str, name: str, output_dir: Path, patience: int = 6) -> TrainConfig:
+def demo_config(backbone: str, name: str, output_dir: Path, patience: int = 4) -> TrainConfig:
     """The same recipe for both networks: only the starting weights differ (and the
     random-weight network trains every epoch: its batch norms' running statistics need
     more steps than early stopping would give it)."""
@@ -44,11 +46,9 @@ def demo_config(backbone: str, name: str, output_dir: Path, patience: int = 6) -
         name=name,
         strategy="full",
         per_class=PER_CLASS,
-        eval_per_class=50,
-        epochs=20,
+        eval_per_class=EVAL_PER_CLASS,
+        epochs=EPOCHS,
         patience=patience,
-        batch_size=32,
-        lr=1e-3,
         output_dir=output_dir,
     )
 
@@ -93,7 +93,9 @@ def main() -> int:
         flush=True,
     )
     tuned = train(demo_config(BACKBONE, "visiontune-classifier", work / "fine-tuned"))
-    scratch_config = demo_config(str(scratch_init), "visiontune-demo-scratch", work / "scratch", 20)
+    scratch_config = demo_config(
+        str(scratch_init), "visiontune-demo-scratch", work / "scratch", patience=EPOCHS
+    )
     scratch = train(scratch_config)
     bentoml.models.delete(scratch.tag)  # only the fine-tuned model stays in the store
     report(tuned, scratch)
