@@ -309,7 +309,8 @@ def _robustness(result: dict) -> str:
         "Accuracy on the same held-out test photos clean and corrupted: JPEG at quality 20, "
         "Gaussian blur (radius 1 px), contrast scaled to 40%, Gaussian noise (10% of the "
         "range), a 2x nearest-neighbour upscale, and 2-px shifts (mean of 4 directions). In "
-        f"brackets, the share of clean accuracy. Seeds: {', '.join(map(str, result['seeds']))}.",
+        f"brackets, the share of clean accuracy. Seeds: {', '.join(map(str, result['seeds']))}."
+        + _run_commits(result),
         "",
         "| corruption | " + " | ".join(f"`--augment {p}`" for p in table) + " |",
         "| --- |" + " ---: |" * len(table),
@@ -333,13 +334,28 @@ def _robustness(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _run_commits(result: dict) -> str:
+    """Which commit each policy's runs came from, where they differ (a rerun of one policy
+    keeps the other's runs)."""
+    commits = {}
+    for run in result["runs"]:
+        commits.setdefault(run["policy"], set()).add(run.get("commit", "?"))
+    if len({c for found in commits.values() for c in found}) < 2:
+        return ""
+    named = "; ".join(f"`--augment {p}` at {', '.join(sorted(c))}" for p, c in commits.items())
+    return (
+        f" Runs: {named} (`--policies` reran one policy; nothing the other's runs do changed "
+        "between the commits)."
+    )
+
+
 def _serving(result: dict, title: str = "## Serving throughput and latency") -> str:
     image = result["image"]
     serving = result.get("service_serving") or {}
     lines = [
         title,
         "",
-        f"ViT `{result['preset']}` at 224x224 (random weights), {result['device']}, "
+        f"{_model_name(result['preset'])} at 224x224, {result['device']}, "
         f"{result['dtype']} in every measured process; the service as configured by "
         f"default but for its precision ({_describe_serving(serving)}). Requests: one {image['size'][0]}x"
         f"{image['size'][1]} JPEG (about {image['mean_bytes'] // 1024} KiB, {image['distinct']} "
@@ -386,6 +402,8 @@ def _serving(result: dict, title: str = "## Serving throughput and latency") -> 
                 f"{row['p95_ms']:.0f} | {row['p99_ms']:.0f} | {row['requests']} | {failures} |"
             )
             label = ""
+    if title == "## Serving throughput and latency":
+        lines += _by_model(result)
     lines += _breakdown_table(result)
     contended = _contended(result)
     if contended:
@@ -433,6 +451,43 @@ def _serving(result: dict, title: str = "## Serving throughput and latency") -> 
         )
     lines += ["", _machine(result)]
     return "\n".join(lines)
+
+
+def _model_name(preset: str) -> str:
+    if preset == "efficientnet-lite0":
+        return "EfficientNet-Lite0 (ImageNet weights, a new 10-class head; a real CNN)"
+    return f"ViT `{preset}` (random weights)"
+
+
+def _by_model(result: dict) -> list[str]:
+    """The default run's model beside the other models' CPU fp32 runs, if there are any."""
+    others = [
+        _load(path)
+        for path in sorted(RESULTS.glob("serve_throughput-cpu-*-fp32.json"))
+        if _load(path)["preset"] != result["preset"]
+    ]
+    if not others:
+        return []
+    c = str(result["targets"]["concurrency"])
+    lines = [
+        "",
+        "By model (CPU, fp32; each model's own run, its section below for the rest):",
+        "",
+        "| model | best in-process limit, images/s | service at concurrency "
+        f"{c}, images/s | of the limit | p50 ms at concurrency 1 |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for run in [result, *others]:
+        best = run["limit"]["best_batch_size"]
+        limit = run["limit"]["images_per_second"][str(best)]
+        service = run["servers"]["service"]
+        rate = service[c]["images_per_second"]
+        p50 = service["1"]["p50_ms"] if "1" in service else float("nan")
+        lines.append(
+            f"| {_model_name(run['preset'])} | {limit:.1f} (batch {best}) | {rate:.1f} | "
+            f"{rate / limit:.2f} | {p50:.0f} |"
+        )
+    return lines
 
 
 CONTENDED_BUSY_SHARE = 0.5
@@ -646,7 +701,8 @@ def _run_title(path: Path) -> str:
     device, dtype = result["device"], result["dtype"]
     where = f"a GPU in {dtype}" if device == "cuda" else f"{device.upper()} in {dtype}"
     decode = ", JPEGs decoded on the GPU" if result.get("gpu_decode") else ""
-    return f"## Serving on {where}{decode} ({path.stem})"
+    model = "EfficientNet-Lite0" if result["preset"] == "efficientnet-lite0" else "ViT"
+    return f"## Serving {model} on {where}{decode} ({path.stem})"
 
 
 GPU_PENDING = f"""
