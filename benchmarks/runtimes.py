@@ -21,24 +21,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks.common import REPO, machine_facts, median, parser, rotations, write_result
+from benchmarks.common import machine_facts, median, parser, rotations, write_result
 from benchmarks.serve_throughput import (
     CLIENT_CPUS,
     IMAGE_SIZE,
-    READY_TIMEOUT_S,
     SERVER_CPUS,
     Limit,
     Server,
-    _pin,
     load,
     make_images,
+    run_limit,
     store_model,
 )
 
@@ -67,18 +65,7 @@ def measure_limit(folder: Path, serving: dict, sizes: list[int], seconds: float)
     command = [sys.executable, "-m", "benchmarks.runtimes", "--limit-only", str(folder)]
     command += ["--runtime", serving["runtime"], "--precision", PRECISIONS[serving["precision"]]]
     command += ["--limit-seconds", str(seconds), "--batch-sizes", ",".join(map(str, sizes))]
-    done = subprocess.run(
-        command,
-        cwd=REPO,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-        capture_output=True,
-        text=True,
-        timeout=READY_TIMEOUT_S + 2 * len(sizes) * (seconds + 30),
-        preexec_fn=_pin(SERVER_CPUS),
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the in-process limit failed:\n{done.stderr[-3000:]}")
-    return {int(k): v for k, v in json.loads(done.stdout.splitlines()[-1]).items()}
+    return run_limit(command, {"CUDA_VISIBLE_DEVICES": ""}, len(sizes), seconds)
 
 
 def _limit_only(args) -> int:

@@ -233,13 +233,19 @@ def measure_limit(
     command += ["--device", device, "--dtype", dtype, "--limit-seconds", str(seconds)]
     command += ["--gpu-decode"] if gpu_decode else []
     command += ["--batch-sizes", ",".join(map(str, sizes))]
+    return run_limit(command, _device_env(device), len(sizes), seconds)
+
+
+def run_limit(command: list[str], env: dict[str, str], sizes: int, seconds: float) -> dict:
+    """Run a ``--limit-only`` child pinned to the servers' CPUs, timing ``sizes`` batch
+    sizes ``seconds`` each: its last stdout line is ``{batch size: images/s}``."""
     done = subprocess.run(
         command,
         cwd=REPO,
-        env={**os.environ, **_device_env(device)},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
-        timeout=READY_TIMEOUT_S + 2 * len(sizes) * (seconds + 30),
+        timeout=READY_TIMEOUT_S + 2 * sizes * (seconds + 30),
         preexec_fn=_pin(SERVER_CPUS),
     )
     if done.returncode != 0:
