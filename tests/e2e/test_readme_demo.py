@@ -51,6 +51,8 @@ def assert_served(output: str, least_right: int) -> None:
     right, asked = map(int, re.search(r"(\d+)/(\d+) right over HTTP", output).groups())
     assert asked == 8
     assert right >= least_right, output[-2000:]
+    same, shown = map(int, re.search(r"in this process gives (\d+)/(\d+) of these", output).groups())
+    assert same == shown == asked, output[-2000:]  # served answers are the stored model's
 
 
 def test_make_demo_fine_tunes_imagenet_weights_beats_random_and_serves(tmp_path):
@@ -65,7 +67,7 @@ def test_make_demo_fine_tunes_imagenet_weights_beats_random_and_serves(tmp_path)
     tuned_time = re.search(r"fine-tuned +(\d+) s \(epoch (\d+)\)", output)
     assert tuned_time, output[-2000:]  # it reached the random-weight network's best
 
-    assert_served(output, 4)  # 8 photos at about 0.7 accuracy: 5 or 6 right, rarely 4
+    assert_served(output, 3)  # 8 photos at about 0.7 held-out accuracy; 1 in 100 below 3
     backbone = tmp_path / "cache" / "visiontune" / "backbones" / "efficientnet-lite0"
     assert (backbone / "model.safetensors").exists()
     assert len(list((REPO / "runs" / "demo" / "held-out").glob("*/*.png"))) >= 8

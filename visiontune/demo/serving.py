@@ -32,7 +32,9 @@ def write_held_out(examples: list[tuple[Image.Image, str]], folder: Path) -> lis
 
 def serve_and_classify(tag: bentoml.Tag, examples: list[tuple[Image.Image, str]], folder: Path):
     """Serve ``tag`` with ``bentoml serve service:ImageClassifier`` and post the held-out
-    images (written to ``folder``) to ``/classify``; prints each answer and the count right."""
+    images (written to ``folder``) to ``/classify``; prints each answer, the count right, and
+    how many answers the stored model gives alike when run in this process on the same files
+    (the served path decodes and preprocesses them as training did)."""
     paths = write_held_out(examples, folder)
     files = [("images", (p.name, p.read_bytes(), "image/png")) for p in paths]
     log = folder.parent / "serve.log"
@@ -48,3 +50,16 @@ def serve_and_classify(tag: bentoml.Tag, examples: list[tuple[Image.Image, str]]
                 f"      true {truth:<12} predicted {answer['label']:<12} score {answer['score']:.3f}"
             )
         print(f"      {right}/{len(examples)} right over HTTP")
+    served = [answer["label"] for answer in response.json()]
+    same = sum(a == b for a, b in zip(served, labels_in_process(tag, paths), strict=True))
+    print(f"      the stored model run in this process gives {same}/{len(paths)} of these labels")
+
+
+def labels_in_process(tag: bentoml.Tag, paths: list[Path]) -> list[str]:
+    """The stored model's top-1 labels for ``paths``, run here as ``visiontune evaluate`` runs it."""
+    from contract.images import load_image
+    from training.store import load_predictor
+
+    predictor, metadata, _ = load_predictor(tag)
+    with_images = [load_image(Image.open(path)) for path in paths]
+    return [metadata.labels[int(row.argmax())] for row in predictor.classify(with_images)]
