@@ -243,8 +243,11 @@ def _transfer_table(result: dict) -> list[str]:
             if cell is None:
                 rendered.append("-")
                 continue
-            spread = f" ± {cell['std']:.3f}" if cell["seeds"] > 1 else ""
-            rendered.append(f"{cell['mean']:.3f}{spread} ({cell['seconds']:.0f} s)")
+            seconds = f"{cell['seconds']:.0f} s"
+            if cell["seeds"] > 1:
+                rendered.append(f"{cell['mean']:.3f} ± {cell['std']:.3f} ({seconds})")
+            else:
+                rendered.append(f"{cell['mean']:.3f} (one seed, {seconds})")
         lines.append("| " + " | ".join(rendered + (["-"] if probe else [])) + " |")
     if probe:
         cells = ["linear probe (frozen features, logistic regression)", f"C={probe['C']:g}"]
