@@ -51,7 +51,9 @@ def assert_served(output: str, least_right: int) -> None:
     right, asked = map(int, re.search(r"(\d+)/(\d+) right over HTTP", output).groups())
     assert asked == 8
     assert right >= least_right, output[-2000:]
-    same, shown = map(int, re.search(r"in this process gives (\d+)/(\d+) of these", output).groups())
+    same, shown = map(
+        int, re.search(r"in this process gives (\d+)/(\d+) of these", output).groups()
+    )
     assert same == shown == asked, output[-2000:]  # served answers are the stored model's
 
 
