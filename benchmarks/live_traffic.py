@@ -41,6 +41,7 @@ from benchmarks.serve_throughput import (
     make_images,
     store_model,
 )
+from visiontune.localserver import resident_bytes
 
 CONCURRENCY = [8, 32]
 TARGET_CAPTURE = 0.97  # served images/s with capture on over off
@@ -73,7 +74,6 @@ def make_servers(tags: list[str], work: Path) -> dict[str, Server]:
 
 def measure_memory(tags: list[str], work: Path, images: list[bytes]) -> dict[str, float]:
     """Resident MiB of a server holding the first 1, 2 and 3 versions."""
-    from tests.support.servers import tree_rss
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("VISIONTUNE_MODEL", None)
@@ -95,7 +95,7 @@ def measure_memory(tags: list[str], work: Path, images: list[bytes]) -> dict[str
                 answer = httpx.post(f"{server.url}/models/{name}/classify", files=files, timeout=60)
                 answer.raise_for_status()
             time.sleep(2)
-            mib[str(count)] = tree_rss(server.process.pid) / 2**20
+            mib[str(count)] = resident_bytes(server.process.pid) / 2**20
             print(f"  {count} model(s): {mib[str(count)]:.0f} MiB", flush=True)
         finally:
             server.stop()

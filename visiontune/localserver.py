@@ -88,6 +88,18 @@ class LocalServer:
         return samples
 
 
+def resident_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants (a server and its workers)."""
+    root = psutil.Process(pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:  # a worker that ended meanwhile holds nothing
+            continue
+    return total
+
+
 def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
     """SIGTERM to a server started in a session of its own (and its workers), then SIGKILL
     if it is still there after ``timeout`` seconds."""

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from tests.support.images import blank_png, ico_holding, many_page_tiff
-from tests.support.servers import total, tree_rss
+from tests.support.servers import total
+from visiontune.localserver import resident_bytes
 
 COPIES = 8  # of each kind, all in flight together
 ANSWER_WITHIN_S = 15.0
@@ -89,12 +90,12 @@ def test_expensive_inputs_are_refused_quickly_and_harm_nothing(guarded_server, d
     server = guarded_server
     kinds = list(hostile_requests()) * COPIES  # built here, before anything is timed
     before = server.metrics()
-    rss_before = tree_rss(server.process.pid)
+    rss_before = resident_bytes(server.process.pid)
     started = time.perf_counter()
     with livez_watch(server.url) as polls, ThreadPoolExecutor(len(kinds)) as pool:
         answers = list(pool.map(lambda kind: send(server, kind), kinds))
     wall = time.perf_counter() - started
-    rss_growth = tree_rss(server.process.pid) - rss_before
+    rss_growth = resident_bytes(server.process.pid) - rss_before
     slowest_livez = max(seconds for seconds, _ in polls)
     print(
         f"{len(kinds)} expensive requests answered in {wall:.1f}s (slowest "

@@ -7,7 +7,6 @@ Each server gets its own BENTOML_HOME (sharing the test store's models) because
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ __all__ = [
     "free_port",
     "serving",
     "total",
-    "tree_rss",
     "wait_for_workers",
 ]
 
@@ -71,31 +69,3 @@ def wait_for_workers(server: Server, count: int) -> None:
         server.wait_for_workers(count)
     except TimeoutError as err:
         pytest.fail(str(err))
-
-
-def tree_rss(pid: int) -> int:
-    """Resident memory in bytes of a process and all its descendants (from /proc)."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children[int(fields[1])].append(int(stat.parent.name))
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        pending += children.get(current, [])
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-        except OSError:
-            continue
-        total += next(
-            (
-                int(line.split()[1]) * 1024
-                for line in status.splitlines()
-                if line.startswith("VmRSS:")
-            ),
-            0,
-        )
-    return total
