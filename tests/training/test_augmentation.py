@@ -37,7 +37,7 @@ def config(backbone: Path, run_dir: Path, name: str) -> TrainConfig:
 
 
 def as_flags(config: TrainConfig) -> list[str]:
-    values = config.model_dump(exclude_defaults=True, exclude={"data", "classes"})
+    values = config.model_dump(exclude_unset=True, exclude={"data", "classes"})
     flags = ["--data", config.data, "--classes", ",".join(config.classes)]
     for key, value in values.items():
         flags += ["--" + key.replace("_", "-"), str(value)]
