@@ -27,4 +27,4 @@ def test_no_access_log_by_default(server, digit_files):
 
 def test_access_log_on_with_the_setting(logging_server, digit_files):
     assert logging_server.classify([digit_files["3"][0]]).status_code == 200
-    assert ACCESS_LINE.search(logging_server.log.read_text()), logging_server.tail()
+    logging_server.wait_for_log(ACCESS_LINE.pattern)

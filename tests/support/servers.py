@@ -7,6 +7,8 @@ Each server gets its own BENTOML_HOME (sharing the test store's models) because
 from __future__ import annotations
 
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,16 @@ class Server(LocalServer):
             super().wait_ready(timeout)
         except ClientError as err:
             pytest.fail(f"bentoml serve: {err}:\n{self.tail()}")
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> str:
+        """The server's log once ``pattern`` (a regular expression) is in it: a line about a
+        request may be written just after the request is answered."""
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, log := self.log.read_text(errors="replace")):
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {pattern!r} in the log within {timeout:.0f}s:\n{self.tail()}")
+            time.sleep(0.2)
+        return log
 
     def classify(self, paths: list[Path], **data):
         files = [("images", (path.name, path.read_bytes(), "image/png")) for path in paths]
