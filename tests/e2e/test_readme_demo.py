@@ -47,10 +47,15 @@ def assert_one_production_model(env: dict) -> None:
     assert "production" in rows[0]  # the demo promotes what it trained
 
 
-def assert_served(output: str, least_right: int) -> None:
-    right, asked = map(int, re.search(r"(\d+)/(\d+) right over HTTP", output).groups())
-    assert asked == 8
-    assert right >= least_right, output[-2000:]
+def assert_served(output: str, held_out_accuracy: float) -> None:
+    """Every held-out image was classified over HTTP, at the accuracy training reported on
+    them (one answer may flip at a near tie), and the stored model run in process agrees."""
+    served, right, asked = re.search(
+        r"served accuracy on the (?:\d+) held-out images: (\d\.\d+) \((\d+)/(\d+) right", output
+    ).groups()
+    asked = int(asked)
+    assert asked >= 40, output[-2000:]
+    assert abs(int(right) / asked - held_out_accuracy) <= 1 / asked + 1e-3, output[-2000:]
     same, shown = map(
         int, re.search(r"in this process gives (\d+)/(\d+) of these", output).groups()
     )
@@ -69,7 +74,7 @@ def test_make_demo_fine_tunes_imagenet_weights_beats_random_and_serves(tmp_path)
     tuned_time = re.search(r"fine-tuned +(\d+) s \(epoch (\d+)\)", output)
     assert tuned_time, output[-2000:]  # it reached the random-weight network's best
 
-    assert_served(output, 3)  # 8 photos at about 0.7 held-out accuracy; 1 in 100 below 3
+    assert_served(output, tuned)
     backbone = tmp_path / "cache" / "visiontune" / "backbones" / "efficientnet-lite0"
     assert (backbone / "model.safetensors").exists()
     assert len(list((REPO / "runs" / "demo" / "held-out").glob("*/*.png"))) >= 8
@@ -82,5 +87,5 @@ def test_make_demo_digits_still_runs(tmp_path):
     scratch = float(re.search(r"from scratch: .*accuracy (\d\.\d+)", output).group(1))
     assert tuned > scratch, output[-2000:]
     assert "\x1b[" not in output
-    assert_served(output, 4)
+    assert_served(output, tuned)
     assert_one_production_model(env)

@@ -54,7 +54,7 @@ def test_the_suggested_rate_trains_better_than_a_tiny_one(full_sweep, tmp_path):
     config, _, suggestion = full_sweep
 
     def accuracy(lr: float) -> float:
-        values = {**config.model_dump(), "lr": lr, "output_dir": tmp_path / f"{lr:.0e}"}
+        values = {**config.recorded(), "lr": lr, "output_dir": tmp_path / f"{lr:.0e}"}
         return train(type(config)(**values)).metadata.validation.accuracy
 
     suggested, tiny = accuracy(suggestion.steepest), accuracy(1e-6)

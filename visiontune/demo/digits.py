@@ -116,7 +116,7 @@ def main() -> int:
     )
 
     config = target_config(backbone, "-", 5e-4, work)
-    held_out = [(image, config.classes[truth]) for image, truth in load_data(config).test[:8]]
+    held_out = [(image, config.classes[truth]) for image, truth in load_data(config).test]
     print("[3/3] serving the fine-tuned model")
     serve_and_classify(tuned.tag, held_out, work / "held-out")
     return 0

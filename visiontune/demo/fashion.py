@@ -24,7 +24,7 @@ from training.config import TrainConfig
 from training.data import load_data, load_image
 from training.pretrained import resolve
 from training.train import TrainResult, train
-from visiontune.demo.serving import serve_and_classify
+from visiontune.demo.serving import SHOWN, serve_and_classify
 from visiontune.flags import quiet_transformers
 from visiontune.lifecycle.registry import promote
 from visiontune.localserver import REPO
@@ -33,7 +33,6 @@ BACKBONE = "efficientnet-lite0"
 PER_CLASS = 20
 EVAL_PER_CLASS = 20  # validated every epoch, and tested
 EPOCHS = 12
-HELD_OUT_SHOWN = 8
 
 
 def demo_config(backbone: str, name: str, output_dir: Path, patience: int = 4) -> TrainConfig:
@@ -109,19 +108,22 @@ def main() -> int:
     config = demo_config(BACKBONE, "-", work)
     labels = tuned.metadata.labels
     test = load_data(config).test
-    shown = [(load_image(source), labels[truth]) for source, truth in _spread(test)]
-    serve_and_classify(tuned.tag, shown, work / "held-out")
+    first = _spread(test)  # shown first: one photo of each of several classes
+    order = first + [i for i in range(len(test)) if i not in first]
+    held_out = [(load_image(test[i][0]), labels[test[i][1]]) for i in order]
+    serve_and_classify(tuned.tag, held_out, work / "held-out")
     print(f"      the demo took {time.perf_counter() - started:.0f} s")
     return 0
 
 
-def _spread(examples: list) -> list:
-    """One held-out photo of each of the first classes, so the answers show several labels."""
+def _spread(examples: list) -> list[int]:
+    """Where the first held-out photo of each of the first classes is, so the answers shown
+    name several labels."""
     seen, picked = set(), []
-    for source, truth in examples:
+    for index, (_, truth) in enumerate(examples):
         if truth not in seen:
             seen.add(truth)
-            picked.append((source, truth))
-        if len(picked) == HELD_OUT_SHOWN:
+            picked.append(index)
+        if len(picked) == SHOWN:
             break
     return picked
