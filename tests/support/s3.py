@@ -38,13 +38,15 @@ def moto_s3(log: Path) -> Iterator[dict[str, str]]:
     try:
         deadline = time.monotonic() + 60
         while True:
+            assert process.poll() is None, log.read_text()  # e.g. the port was taken
             try:
-                httpx.get(f"{url}/moto-api/", timeout=2)
-                break
+                # moto's own answer (another server on a reused port would answer otherwise)
+                if httpx.get(f"{url}/moto-api/data.json", timeout=2).status_code == 200:
+                    break
             except httpx.HTTPError:
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
         yield {**CREDENTIALS, "AWS_ENDPOINT_URL": url}
     finally:
         os.killpg(process.pid, signal.SIGTERM)
