@@ -77,11 +77,14 @@ def image_path(record_time: datetime, inference_id: str, extension: str) -> str:
 
 
 def open_location(url: str, what: str = "the capture"):
-    """``(filesystem, root)`` of a folder or fsspec URL; unknown schemes are one clear error."""
+    """``(filesystem, root)`` of a folder or fsspec URL; unknown schemes are one clear error.
+
+    A new filesystem each time: fsspec would otherwise hand back one made earlier in the
+    process with the credentials and endpoint of then (an S3 endpoint or key since changed)."""
     import fsspec
 
     try:
-        fs, root = fsspec.core.url_to_fs(url)
+        fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True)
     except (ValueError, ImportError) as err:
         raise CaptureError(f"{url}: {what} is not a folder or a known fsspec URL ({err})") from None
     return fs, root.rstrip("/")
