@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import base64
-from concurrent.futures import ThreadPoolExecutor
 
 import bentoml
-import httpx
 import pytest
 
-from tests.support.servers import total
+from tests.support.servers import burst_until_batched, post_together
 
 
 def sample(digit_files, per_label: int, offset: int = 0):
@@ -74,24 +72,12 @@ def test_top_k_is_ranked_and_calibrated(server, digit_files):
 
 def test_concurrent_requests_share_batches(server, digit_files):
     """BentoML's adaptive batch size histogram records batches of more than one request."""
-    name = "bentoml_service_adaptive_batch_size"
-    before = server.metrics()
     paths = [path for paths in digit_files.values() for path in paths[:6]]
-
-    def post(path):
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            files = [("images", (path.name, path.read_bytes(), "image/png"))]
-            return client.post("/classify", files=files).status_code
-
-    with ThreadPoolExecutor(16) as pool:
-        assert set(pool.map(post, paths)) == {200}
-    after = server.metrics()
-    batches = total(after, f"{name}_count", method_name="classify") - total(
-        before, f"{name}_count", method_name="classify"
+    burst = burst_until_batched(
+        server, "classify", lambda: post_together(server.url, "/classify", paths)
     )
-    requests = total(after, f"{name}_sum", method_name="classify") - total(
-        before, f"{name}_sum", method_name="classify"
-    )
+    assert set(burst.results) == {200}
+    requests, batches = burst.requests_and_batches("classify")
     assert requests == len(paths)
     assert batches < requests, "no batch held more than one request"
 

@@ -15,7 +15,7 @@ from tritonclient.http import InferenceServerClient, InferInput, InferRequestedO
 from tritonclient.utils import InferenceServerException
 
 from contract.images import Preprocessing, decode_image
-from tests.support.servers import total
+from tests.support.servers import burst_until_batched, total
 
 
 @pytest.fixture(scope="module")
@@ -92,20 +92,15 @@ def test_pixel_values_and_the_classification_extension(
 
 
 def test_infer_requests_are_batched_together(server, client, model_name, digit_files):
-    name = "bentoml_service_adaptive_batch_size"
-    before = server.metrics()
     paths = [path for paths in digit_files.values() for path in paths[:3]]
-    pending = [client.async_infer(model_name, [files_input([path])]) for path in paths]
-    assert all(
-        request.get_result().as_numpy("probabilities").shape == (1, 10) for request in pending
-    )
-    after = server.metrics()
-    batches = total(after, f"{name}_count", method_name="infer") - total(
-        before, f"{name}_count", method_name="infer"
-    )
-    requests = total(after, f"{name}_sum", method_name="infer") - total(
-        before, f"{name}_sum", method_name="infer"
-    )
+
+    def send():
+        pending = [client.async_infer(model_name, [files_input([path])]) for path in paths]
+        return [request.get_result().as_numpy("probabilities").shape for request in pending]
+
+    burst = burst_until_batched(server, "infer", send)
+    assert set(burst.results) == {(1, 10)}
+    requests, batches = burst.requests_and_batches("infer")
     assert requests == len(paths) and batches < requests
 
 

@@ -5,10 +5,8 @@ Protocol; each server says at start-up which runtime serves and why."""
 from __future__ import annotations
 
 import io
-from concurrent.futures import ThreadPoolExecutor
 
 import bentoml
-import httpx
 import numpy as np
 import pytest
 
@@ -16,7 +14,7 @@ from contract.images import decode_image
 from contract.predictor import Predictor
 from contract.savedmodel import ModelMetadata
 from tests.support.builders import unique_name
-from tests.support.servers import LIMITS, serving, total
+from tests.support.servers import LIMITS, burst_until_batched, post_together, serving
 from tests.support.store import copy_model
 
 RUNTIMES = ["torch", "onnxruntime", "openvino", "auto"]
@@ -76,27 +74,16 @@ def test_right_labels_with_the_scores_torch_gives(runtime_server, digit_files, o
 
 
 def test_batches_metrics_and_drift(runtime_server, digit_files):
-    before = runtime_server.metrics()
     paths = [path for paths in digit_files.values() for path in paths[40:43]]
-
-    def post(path):
-        with httpx.Client(base_url=runtime_server.url, timeout=60) as client:
-            files = [("images", (path.name, path.read_bytes(), "image/png"))]
-            return client.post("/classify", files=files).status_code
-
-    with ThreadPoolExecutor(12) as pool:
-        assert set(pool.map(post, paths)) == {200}
-    after = runtime_server.metrics()
-
-    def grew(name, **labels):
-        return total(after, name, **labels) - total(before, name, **labels)
-
-    batch = "bentoml_service_adaptive_batch_size"
-    assert grew(f"{batch}_sum", method_name="classify") == len(paths)
-    assert grew(f"{batch}_count", method_name="classify") < len(paths)
-    assert grew("visiontune_predictions_total") == len(paths)
-    assert grew("visiontune_inference_seconds_count") >= 1
-    assert "visiontune_label_drift" in after  # the window (12) is full
+    burst = burst_until_batched(
+        runtime_server, "classify", lambda: post_together(runtime_server.url, "/classify", paths)
+    )
+    assert set(burst.results) == {200}
+    requests, batches = burst.requests_and_batches("classify")
+    assert requests == len(paths) and batches < requests
+    assert burst.grew("visiontune_predictions_total") == len(paths)
+    assert burst.grew("visiontune_inference_seconds_count") >= 1
+    assert "visiontune_label_drift" in burst.after  # the window (12) is full
 
 
 def test_limits_and_errors(runtime_server, digit_files):

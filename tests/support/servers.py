@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from visiontune.client import ClientError
@@ -21,8 +26,11 @@ __all__ = [
     "API_TOKEN",
     "LIMITS",
     "START_TIMEOUT_S",
+    "Burst",
     "Server",
+    "burst_until_batched",
     "free_port",
+    "post_together",
     "serving",
     "total",
     "wait_for_workers",
@@ -81,3 +89,61 @@ def wait_for_workers(server: Server, count: int) -> None:
         server.wait_for_workers(count)
     except TimeoutError as err:
         pytest.fail(str(err))
+
+
+# BentoML's histogram of how many requests each adaptive batch held
+BATCH_SIZE = "bentoml_service_adaptive_batch_size"
+
+
+@dataclass
+class Burst:
+    """One burst of requests: what ``send`` returned and the server's metrics around it."""
+
+    results: list
+    before: dict
+    after: dict
+
+    def grew(self, name: str, **labels: str) -> float:
+        return total(self.after, name, **labels) - total(self.before, name, **labels)
+
+    def requests_and_batches(self, method_name: str) -> tuple[float, float]:
+        return (
+            self.grew(f"{BATCH_SIZE}_sum", method_name=method_name),
+            self.grew(f"{BATCH_SIZE}_count", method_name=method_name),
+        )
+
+
+def burst_until_batched(
+    server: Server, method_name: str, send: Callable[[], list], attempts: int = 4
+) -> Burst:
+    """Run ``send`` (concurrent requests of one image each) until a batch of ``method_name``
+    held more than one request, at most ``attempts`` times; the last burst.
+
+    Requests share a batch only when some arrive while another batch runs: on a busy
+    host the scheduler may serve a whole burst one by one, so one burst without a shared
+    batch is chance; a server that never batches fails every attempt.
+    """
+    for _ in range(attempts):
+        before = server.metrics()
+        results = send()
+        burst = Burst(results, before, server.metrics())
+        requests, batches = burst.requests_and_batches(method_name)
+        if batches < requests:
+            return burst
+    return burst
+
+
+def post_together(url: str, route: str, paths: list[Path]) -> list[int]:
+    """POST each file to ``route`` from a thread of its own, over a connection already open,
+    all released at once so that the requests reach the server together; the statuses."""
+    barrier = threading.Barrier(len(paths))
+
+    def post(path: Path) -> int:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            client.get("/livez")
+            barrier.wait()
+            files = [("images", (path.name, path.read_bytes(), "image/png"))]
+            return client.post(route, files=files).status_code
+
+    with ThreadPoolExecutor(len(paths)) as pool:
+        return list(pool.map(post, paths))
