@@ -15,7 +15,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -70,9 +70,14 @@ class LocalServer:
         stop_process_group(self.process)
 
     def workers(self) -> list[psutil.Process]:
-        """The worker processes serving requests (BentoML restarts one that dies)."""
-        children = psutil.Process(self.process.pid).children(recursive=True)
-        return [p for p in children if WORKER_MODULE in " ".join(p.cmdline())]
+        """The worker processes serving requests (BentoML restarts one that dies); a worker
+        that has died but is not yet reaped is left out."""
+        found = []
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            with suppress(psutil.NoSuchProcess):  # a zombie's too
+                if WORKER_MODULE in " ".join(child.cmdline()):
+                    found.append(child)
+        return found
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
