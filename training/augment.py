@@ -259,8 +259,11 @@ class BatchAugmenter:
             if self.pipeline is not None:
                 pixels = self.pipeline(pixels).clamp_(0, 1)
             pixels, targets = self._mix(pixels, labels)
-        # back to the (B, H, W, 3) 0-255 layout the shared normalisation reads (a view, no copy)
-        return self.preprocessing.normalize(pixels.mul_(255).permute(0, 2, 3, 1)), targets
+        # back to the (B, H, W, 3) 0-255 layout the shared normalisation reads, in that memory
+        # order too: it then hands the model channels-last pixels, as for a batch that is not
+        # augmented, and a CNN's training step on CPU is about 20% slower on the other order
+        channels_last = pixels.mul_(255).permute(0, 2, 3, 1).contiguous()
+        return self.preprocessing.normalize(channels_last), targets
 
     def _batch_seed(self, epoch: int, batch: int) -> int:
         key = ((self.seed * 1_000_003 + epoch) * 1_000_003 + batch) * 1_009 + self.process_index

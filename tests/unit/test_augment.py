@@ -53,6 +53,15 @@ def test_none_is_the_plain_normalisation(batch):
     assert targets is batch[1]
 
 
+@pytest.mark.parametrize("option", [{"policy": "light"}, {"policy": "none", "mixup": 0.2}])
+def test_augmented_batches_reach_the_model_in_the_plain_memory_order(batch, option):
+    """Channels-last, as the plain normalisation gives: a CNN trains slower on the other."""
+    pixels, _ = augment(*batch, **option)
+    plain = PREPROCESSING.normalize(batch[0])
+    assert plain.is_contiguous(memory_format=torch.channels_last)
+    assert pixels.stride() == plain.stride()
+
+
 @pytest.mark.parametrize("policy", [p for p in POLICIES if p != "none"])
 def test_seeded_by_seed_epoch_and_batch(batch, policy):
     first, _ = augment(*batch, policy=policy, seed=3, epoch=2, step=5)
