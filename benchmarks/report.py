@@ -91,7 +91,8 @@ def _training(result: dict) -> str:
         "Full fine-tuning of the same model, on the same decoded digits, at the same batch "
         "size, by these loops: `visiontune` is `training.train.train()` with `--augment none`; "
         "`augmented` is the same with the default `--augment light` (each batch warped by one "
-        "`grid_sample` and colour-jittered by kornia, seeded per batch); `plain` "
+        "`grid_sample`, colour-jittered by kornia, a share of its images blurred or given "
+        "noise, seeded per batch); `plain` "
         "is a bare forward/backward/AdamW loop over the cached tensor (the limit); "
         "`hf_trainer` is `transformers.Trainer` with the same optimizer, schedule and "
         "batch normalisation, no clipping, logging, evaluation or saving (the peer). Timed: "
@@ -110,7 +111,8 @@ def _training(result: dict) -> str:
     ]
     for workload, w in result["workloads"].items():
         described = (
-            f"{workload} (ViT `{w['preset']}`, {w['image_size']} px, batch {w['batch_size']}, "
+            f"{workload} ({_model_name(w['preset'])}, {w['image_size']} px, "
+            f"batch {w['batch_size']}, "
             f"{w['train_images_per_epoch']} images/epoch, {w['timed_epochs_per_run']} timed "
             "epoch(s) per run)"
         )
