@@ -249,6 +249,8 @@ def retrain_on_captures(tmp_path, name, labelled, held_out, truth) -> str:
             held_out,
             "--epochs",
             25,  # a tenth of a second each; at 5 this tiny model is still near its start
+            "--patience",
+            25,  # early stopping on 10 validation images can keep an epoch-2 model
             "--min-delta",
             "-0.1",
             "--max-class-drop",
