@@ -208,7 +208,13 @@ def _transfer(result: dict) -> str:
         f"standard deviation over {seeds} seeds (each seed draws other photos and another "
         "head), and the mean wall-clock time of a run (one torch thread, evaluation "
         "included). The random-weight baseline trains every epoch: its batch norms' running "
-        "statistics need more steps than early stopping gives a few-shot run.",
+        "statistics need more steps than early stopping gives a few-shot run."
+        + (
+            " `full (30 epochs)` leaves two defaults: a 30-epoch schedule, trained to its end "
+            "(no early stopping)."
+            if table.get("full (30 epochs)")
+            else ""
+        ),
         "",
         *_transfer_table(result),
         "",
