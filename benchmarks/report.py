@@ -896,9 +896,17 @@ def _scoring(result: dict) -> str:
         "| --- | ---: | ---: | --- |",
     ]
     for way in ("limit", "local", "ray"):
-        share = f"{shares[way]:.2f}" if way in shares else ""
+        share = f"{shares[way]:.3f}" if way in shares else ""
         each = ", ".join(f"{rate:.1f}" for rate in rounds[way])
         lines.append(f"| {way} | {rates[way]:.1f} | {share} | {each} |")
+    lines.append("")
+    for way, share in shares.items():
+        met = "met" if share >= result["target"] else "**missed**"
+        lines.append(f"- {way}: {share:.3f} of the limit (target ≥ {result['target']:.1f}, {met})")
+    lines.append(
+        f"- the limit itself ranged from {min(rounds['limit']):.1f} to "
+        f"{max(rounds['limit']):.1f} images/s over the run"
+    )
     if result["images"] < DEFAULT_COUNT:
         minutes = DEFAULT_COUNT / rates["limit"] / 60
         lines += [
