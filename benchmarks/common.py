@@ -21,6 +21,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+# taken when a benchmark starts (every one imports this module first): machine_facts()
+# runs again when the results are written, by then under the benchmark's own load
+LOAD_AT_START = [round(x, 2) for x in os.getloadavg()]
 
 
 def parser(description: str, threads: bool = True) -> argparse.ArgumentParser:
@@ -62,7 +65,7 @@ def machine_facts() -> dict:
         "usable_cpus": len(os.sched_getaffinity(0)),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "load_average_at_start": LOAD_AT_START,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "platform": platform.platform(),
