@@ -13,11 +13,7 @@ The pipeline is Ray's batch-inference pattern, streamed block by block:
    tasks beside them; on CPUs alone there is one actor of one CPU per CPU of the
    cluster, and Ray fuses the decoding into the actors (each decodes the images it
    classifies, so no pixels travel between processes);
-4. ``write_parquet`` into the output folder, the same rows as ``--engine local``,
-   block by block as they are scored. The write tasks ask for no CPU: where the
-   actors hold every CPU (a CPU-only cluster), Ray Data would otherwise hold the
-   writes back until the last image is scored, keeping every result in the object
-   store and leaving nothing for ``--resume`` when a job is stopped midway.
+4. ``write_parquet`` into the output folder, the same rows as ``--engine local``.
 
 Every worker reads the model from its folder in the store, so that folder must be
 at the same path on every node (the store volume in a cluster; a local Ray shares
@@ -80,11 +76,7 @@ def score_ray(
                 "top_k": top_k,
             },
         )
-        scored.write_parquet(
-            output.root,
-            filesystem=_arrow_filesystem(output),
-            ray_remote_args={"num_cpus": 0},  # see step 4 above
-        )
+        scored.write_parquet(output.root, filesystem=_arrow_filesystem(output))
     finally:
         if started_here:
             ray.shutdown()
