@@ -4,19 +4,13 @@ and on a real local Ray (2 CPUs), whose rows must equal the local engine's."""
 from __future__ import annotations
 
 import importlib.util
-import io
-import signal
-import subprocess
-import time
 from types import SimpleNamespace
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from tests.support.builders import store_random_classifier, unique_name
-from tests.support.cli import VISIONTUNE, assert_one_line_error, visiontune
+from tests.support.cli import assert_one_line_error, visiontune
 from tests.support.images import add_bad_files, digit_images, write_classes
 from tests.support.needs import need
 from visiontune.cli import main
@@ -159,45 +153,6 @@ def test_ray_engine_writes_the_rows_of_the_local_engine(model, archive, tmp_path
         on_ray["top_k_labels"].map(list, na_action="ignore").fillna("").tolist()
         == local["top_k_labels"].map(list, na_action="ignore").fillna("").tolist()
     )
-
-
-def test_a_ray_job_stopped_midway_keeps_what_it_wrote_and_resume_ends_it(model, tmp_path):
-    """Stopped once its first file is complete, the job leaves its complete files (a file
-    cut short is removed), and --resume scores only the images they lack."""
-    need(importlib.util.find_spec("ray") is not None, "Ray: pip install 'visiontune[score]'")
-    folder, out, count = tmp_path / "many" / "7", tmp_path / "out", 4000  # 16 blocks
-    folder.mkdir(parents=True)
-    png = io.BytesIO()
-    digit_images(7, 1)[0].save(png, format="PNG")
-    for i in range(count):
-        (folder / f"{i:05d}.png").write_bytes(png.getvalue())
-    args = [model, "--data", folder.parent, "--output", out, "--engine", "ray", "--num-cpus", "1"]
-    args += ["--batch-size", "1"]  # a slow job: the stop lands before the end
-    job = subprocess.Popen([*VISIONTUNE, "score", *map(str, args)], stderr=subprocess.DEVNULL)
-    try:
-        while not rows_in_complete_files(out):
-            assert job.poll() is None, "the job ended before any file was complete"
-            time.sleep(0.05)
-        job.send_signal(signal.SIGINT)
-        assert job.wait(timeout=120) != 0
-    finally:
-        job.kill()
-
-    assert 0 < rows_in_complete_files(out) <= count
-    assert score(*args, "--resume") == 0
-    rows = read(out)
-    assert len(rows) == count and rows["id"].is_unique and rows["error"].isna().all()
-
-
-def rows_in_complete_files(folder) -> int:
-    """Rows of the Parquet files a stopped job finished (``--resume`` removes the others)."""
-    rows = 0
-    for path in folder.glob("*.parquet"):
-        try:
-            rows += pq.read_metadata(path).num_rows
-        except (OSError, pa.ArrowInvalid):  # still being written, or cut short
-            continue
-    return rows
 
 
 def test_usage_errors_are_one_line(model, tmp_path, capsys):
