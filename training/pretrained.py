@@ -61,9 +61,9 @@ def import_backbone(name: str, output: str | Path) -> Path:
         (staging / "README.md").write_text(_model_card(source, model), encoding="utf-8")
         restore_file_modes(staging)
         staging.chmod(0o777 & ~umask())  # mkdtemp's folder is private; the import is not
-        if output.is_dir():
-            output.rmdir()
         try:
+            if output.is_dir():
+                output.rmdir()  # empty when checked; another import may have filled it since
             staging.rename(output)
         except OSError:
             if not (output / "config.json").exists():

@@ -5,6 +5,9 @@ it into the cache once."""
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +20,7 @@ from tests.support.cli import assert_one_line_error, visiontune
 from tests.support.images import PHOTOS, photo_path
 from training.filemodes import umask
 from training.model import create_model
-from training.pretrained import cache_folder, import_backbone
+from training.pretrained import SOURCES, cache_folder, import_backbone
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +96,25 @@ def test_backbone_name_is_imported_into_the_cache_once(tmp_path, monkeypatch):
     written = (folder / "model.safetensors").stat().st_mtime_ns
     create_model("efficientnet-lite0", ["a", "b", "c"])
     assert (folder / "model.safetensors").stat().st_mtime_ns == written
+
+
+def test_an_import_that_finishes_second_keeps_the_first(lite0, tmp_path, monkeypatch):
+    """Two processes importing into the same cache folder: the later one leaves it as it is."""
+    output = tmp_path / "lite0"
+    source = SOURCES["efficientnet-lite0"]
+
+    def convert_while_another_finishes():
+        converted = source.convert()
+        shutil.copytree(lite0, output, dirs_exist_ok=True)
+        (output / "first").touch()
+        return converted
+
+    replaced = dataclasses.replace(source, convert=convert_while_another_finishes)
+    monkeypatch.setitem(SOURCES, "efficientnet-lite0", replaced)
+    output.mkdir()
+    assert import_backbone("efficientnet-lite0", output) == output
+    assert (output / "first").exists() and (output / "config.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["lite0"]  # no staging folder left
 
 
 def test_command_writes_a_folder_and_refuses_to_overwrite_one(tmp_path):
