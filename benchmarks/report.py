@@ -204,7 +204,9 @@ def _transfer(result: dict) -> str:
         f"with the defaults (at most {defaults['epochs']} epochs, warm-up then a cosine "
         f"learning rate, early stopping after {defaults['patience']} epochs without progress, "
         f"`--augment {defaults['augment']}`, batch {defaults['batch_size']}, small images at "
-        f"twice their size: {size} px) and its strategy's default peak learning rate; mean ± "
+        f"twice their size: {size} px) and its strategy's defaults: the peak learning rate "
+        "and, where the strategy keeps one, the decay of an exponential moving average of "
+        "the weights (validated each epoch beside the weights themselves); mean ± "
         f"standard deviation over {seeds} seeds (each seed draws other photos and another "
         "head), and the mean wall-clock time of a run (one torch thread, evaluation "
         "included). The random-weight baseline trains every epoch: its batch norms' running "
@@ -232,7 +234,7 @@ def _transfer(result: dict) -> str:
             f"(target {target.format(result['targets'][key])}, {met})"
         )
     lines += ["", *_epochs_run(result["runs"]), *_range_tests(result.get("lr_find"))]
-    lines += ["", _machine(result)]
+    lines += ["", *_other_machines(result), _machine(result)]
     return "\n".join(lines)
 
 
@@ -240,12 +242,14 @@ def _transfer_table(result: dict) -> list[str]:
     table, probe = result["table"], result.get("probe")
     columns = sorted({c for cells in table.values() for c in cells}, key=int)
     rates = {run["row"]: run["lr"] for run in result["runs"]}
-    header = ["strategy", "peak lr", *(f"{c} per class" for c in columns)]
+    averages = {run["row"]: run.get("ema_decay") for run in result["runs"]}
+    header = ["strategy", "peak lr", "weight average", *(f"{c} per class" for c in columns)]
     if probe:
         header.append(f"all {probe['train_images']:,}")
     lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
     for row, cells in table.items():
         rendered = [row, f"{rates[row]:g}" if row in rates else "-"]
+        rendered.append(f"EMA {averages[row]:g}" if averages.get(row) else "none")
         for column in columns:
             cell = cells.get(column)
             if cell is None:
@@ -258,7 +262,7 @@ def _transfer_table(result: dict) -> list[str]:
                 rendered.append(f"{cell['mean']:.3f} (one seed, {seconds})")
         lines.append("| " + " | ".join(rendered + (["-"] if probe else [])) + " |")
     if probe:
-        cells = ["linear probe (frozen features, logistic regression)", f"C={probe['C']:g}"]
+        cells = ["linear probe (frozen features, logistic regression)", f"C={probe['C']:g}", "-"]
         cells += ["-"] * len(columns)
         cells.append(f"{probe['test_accuracy']:.3f} ({probe['seconds']:.0f} s)")
         lines += [
@@ -273,6 +277,22 @@ def _transfer_table(result: dict) -> list[str]:
             f"{probe['feature_seconds']:.0f} s of it reading the features.",
         ]
     return lines
+
+
+def _other_machines(result: dict) -> list[str]:
+    """Rows that --resume kept from another CPU: their times are not comparable."""
+    here = result["machine"]["cpu"]
+    found: dict[tuple, set] = {}
+    for run in result["runs"]:
+        if run.get("cpu", here) != here:
+            found.setdefault((run["cpu"], run.get("commit")), set()).add(
+                f"{run['row']} at {run['per_class']}"
+            )
+    return [
+        f"Measured on {cpu}{f' at commit {commit}' if commit else ''}, so their times "
+        f"compare only with each other: {', '.join(sorted(rows))}.\n"
+        for (cpu, commit), rows in found.items()
+    ]
 
 
 def _epochs_run(runs: list[dict]) -> list[str]:

@@ -5,7 +5,8 @@ backbone (``--backbone efficientnet-lite0``); ``scratch (full)`` is the same net
 from random weights. Every run goes through ``training.train.train()`` with the
 defaults a user gets (20 epochs at most, a cosine learning rate, early stopping after
 5 epochs without progress, light augmentation, the small-image input size of 64 px)
-and the per-strategy peak learning rates below, on the same examples per class for a
+and the per-strategy defaults below (the peak learning rate; for ``full``, a weight
+average), on the same examples per class for a
 given seed (the random-weight baseline trains all 20 epochs, no early stopping, and
 ``full (30 epochs)`` all of a 30-epoch schedule);
 each epoch is validated on 30 photos per class of the validation split, and the
@@ -26,7 +27,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.common import RESULTS, parser, set_threads, write_result
+from benchmarks.common import RESULTS, machine_facts, parser, set_threads, write_result
 
 BACKBONE = "efficientnet-lite0"
 EVAL_PER_CLASS = 100  # test photos per class
@@ -85,6 +86,7 @@ def run_one(backbone: str, strategy: str, shots: int, seed: int, work: Path, **f
         "train_images": result.metadata.split["train"],
         "image_size": list(result.metadata.image_size),
         "lr": config.lr,
+        "ema_decay": config.ema_decay,
         "epochs_run": len(result.history),
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -287,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                     flags = {**ROW_FLAGS.get(row, {}), **quick}
                     run = run_one(backbones[weights], strategy, shots, seed, work, **flags)
                     run.update(row=row, strategy=strategy, weights=weights)
-                    run.update(per_class=shots, seed=seed)
+                    run.update(per_class=shots, seed=seed, **_where())
                     print(
                         f"  {row:15s} per class {shots:4d} seed {seed}: accuracy "
                         f"{run['test_accuracy']:.3f} ({run['epochs_run']} epochs, "
@@ -313,6 +315,12 @@ def _defaults() -> dict:
 
     fields = ("epochs", "patience", "augment", "batch_size", "warmup_ratio", "weight_decay")
     return {name: TrainConfig.model_fields[name].default for name in fields}
+
+
+def _where() -> dict:
+    """The CPU and commit a run was measured on: runs kept by --resume may come from others."""
+    machine = machine_facts()
+    return {"cpu": machine["cpu"], "commit": machine["git_commit"]}
 
 
 def _key(run: dict) -> tuple:
@@ -345,6 +353,8 @@ def save(args, started: float, runs: list[dict], probe: dict | None, lr_find: di
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stored = _stored(args) if args.resume else {"runs": []}
+        for run in stored["runs"]:  # written before runs recorded their CPU (not their commit)
+            run.setdefault("cpu", stored["machine"]["cpu"])
         mine = {_key(run) for run in runs}
         merged = [r for r in stored["runs"] if _key(r) not in mine] + runs
         order = [row for row, *_ in ROWS]

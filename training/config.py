@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.savedmodel import DEFAULT_MODEL_NAME
 
@@ -37,9 +37,19 @@ def default_workers() -> int:
     return max(1, min(8, cores - 1))
 
 
-# the peak learning rate each strategy trains best at (benchmarks.transfer): a frozen
-# backbone's head alone takes a larger step than weights that carry pretrained features
+# Defaults measured per strategy (benchmarks.transfer, BENCHMARKS.md "transfer").
+# The peak learning rate: a frozen backbone's head alone takes a larger step than weights
+# that carry pretrained features.
 DEFAULT_LR: dict[str, float] = {"linear": 1e-2, "partial": 1e-3, "full": 1e-3, "lora": 2e-3}
+# The weight average: full fine-tuning moves every weight on few examples, so the weights
+# of any one epoch are noisy; their average validates and tests better. The other
+# strategies were measured without it.
+DEFAULT_EMA_DECAY: dict[str, float] = {"full": 0.99}
+
+
+def _by_strategy(defaults: dict):
+    """A default_factory: the value ``defaults`` gives the strategy (None where it gives none)."""
+    return lambda fields: defaults.get(fields.get("strategy", "full"))
 
 
 class TrainConfig(BaseModel):
@@ -118,11 +128,14 @@ class TrainConfig(BaseModel):
         description="Label smoothing: the share of each target spread over all classes, e.g. 0.1.",
     )
     ema_decay: float | None = Field(
-        None,
-        gt=0,
+        default_factory=_by_strategy(DEFAULT_EMA_DECAY),
+        ge=0,
         lt=1,
         description="Keep an exponential moving average of the weights with this decay "
-        "(e.g. 0.999), validated each epoch and kept when it scores better (default: off).",
+        "(e.g. 0.999), validated each epoch and kept when it scores better; 0: off. "
+        "Default by strategy: "
+        + ", ".join(f"{name} {decay:g}" for name, decay in DEFAULT_EMA_DECAY.items())
+        + ", off otherwise (measured, BENCHMARKS.md).",
     )
     per_class: int | None = Field(
         None, ge=1, description="Use at most this many training images per class (few-shot)."
@@ -155,7 +168,7 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(32, ge=1, description="Images per step per device.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     lr: float = Field(
-        default_factory=lambda fields: DEFAULT_LR[fields.get("strategy", "full")],
+        default_factory=_by_strategy(DEFAULT_LR),
         gt=0,
         description="Peak learning rate; default by strategy: "
         + ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LR.items())
@@ -205,6 +218,11 @@ class TrainConfig(BaseModel):
         description="Track the run with this Accelerate tracker: hyperparameters, and each "
         "epoch's losses and validation metrics (TensorBoard logs go to RUN_DIR/tensorboard).",
     )
+
+    @field_validator("ema_decay")
+    @classmethod
+    def _zero_is_off(cls, decay: float | None) -> float | None:
+        return decay or None
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:

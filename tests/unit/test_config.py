@@ -7,7 +7,7 @@ import argparse
 import pytest
 from pydantic import ValidationError
 
-from training.config import DEFAULT_LR, TrainConfig, default_workers
+from training.config import DEFAULT_EMA_DECAY, DEFAULT_LR, TrainConfig, default_workers
 from visiontune.flags import add_config_flags
 
 BASE = {"data": "digits", "backbone": "some/backbone"}
@@ -78,6 +78,19 @@ def test_learning_rate_defaults_by_strategy_and_is_written_out():
     assert "PydanticUndefined" not in help_text
 
 
+def test_weight_average_defaults_by_strategy_and_zero_turns_it_off():
+    decays = {s: TrainConfig(**BASE, strategy=s).ema_decay for s in DEFAULT_LR}
+    assert decays == {"linear": None, "partial": None, "full": 0.99, "lora": None}
+    assert decays["full"] == DEFAULT_EMA_DECAY["full"]
+    assert TrainConfig(**BASE, ema_decay=0).ema_decay is None
+    assert TrainConfig(**BASE, strategy="lora", ema_decay=0.9).ema_decay == 0.9
+    assert TrainConfig(**BASE).recorded()["ema_decay"] == 0.99
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, TrainConfig)
+    help_text = " ".join(parser.format_help().split())
+    assert "0: off. Default by strategy: full 0.99, off otherwise" in help_text
+
+
 @pytest.mark.parametrize(
     ("flags", "fragments"),
     [
@@ -108,7 +121,7 @@ def test_mixing_where_it_cannot_work_names_the_fix(flags, fragments):
         {"label_smoothing": 0.6},
         {"label_smoothing": -0.1},
         {"ema_decay": 1.0},
-        {"ema_decay": 0},
+        {"ema_decay": -0.5},
     ],
 )
 def test_augmentation_values_out_of_range_are_rejected(flags):
@@ -120,6 +133,6 @@ def test_augmentation_values_out_of_range_are_rejected(flags):
 def test_augmentation_defaults():
     config = TrainConfig(**BASE)
     assert (config.augment, config.flip, config.mixup, config.cutmix) == ("light", False, 0, 0)
-    assert (config.label_smoothing, config.ema_decay) == (0, None)
+    assert config.label_smoothing == 0
     mixing = TrainConfig(**BASE, strategy="lora", mixup=0.2, cutmix=1.0, label_smoothing=0.1)
     assert (mixing.mixup, mixing.cutmix) == (0.2, 1.0)
