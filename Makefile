@@ -74,7 +74,8 @@ prometheus:
 # a venv of its own (about 1 GB), and an empty database migrated once into
 # template/, which each test start copies (a fresh migration takes a minute or more).
 LABEL_STUDIO := .venv-label-studio
-LABEL_STUDIO_PIN := label-studio==1.23.2
+# sentry-sdk 3 refuses an option Label Studio 1.23's settings pass at start-up
+LABEL_STUDIO_PIN := label-studio==1.23.2 'sentry-sdk<3'
 
 $(LABEL_STUDIO)/.installed:
 	test -x $(LABEL_STUDIO)/bin/python || $(PYTHON) -m venv $(LABEL_STUDIO)
