@@ -216,6 +216,11 @@ def _transfer(result: dict) -> str:
             "(no early stopping)."
             if table.get("full (30 epochs)")
             else ""
+        )
+        + (
+            " `full (96 px)` leaves one: the input at 96 px, three times the photos' size."
+            if table.get("full (96 px)")
+            else ""
         ),
         "",
         *_transfer_table(result),
