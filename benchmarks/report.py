@@ -289,7 +289,7 @@ def _other_machines(result: dict) -> list[str]:
     here = result["machine"]["cpu"]
     found: dict[tuple, set] = {}
     for run in result["runs"]:
-        if run.get("cpu", here) != here:
+        if run["cpu"] != here:
             found.setdefault((run["cpu"], run.get("commit")), set()).add(
                 f"{run['row']} at {run['per_class']}"
             )

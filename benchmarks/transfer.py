@@ -358,8 +358,6 @@ def save(args, started: float, runs: list[dict], probe: dict | None, lr_find: di
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stored = _stored(args) if args.resume else {"runs": []}
-        for run in stored["runs"]:  # written before runs recorded their CPU (not their commit)
-            run.setdefault("cpu", stored["machine"]["cpu"])
         mine = {_key(run) for run in runs}
         merged = [r for r in stored["runs"] if _key(r) not in mine] + runs
         order = [row for row, *_ in ROWS]
