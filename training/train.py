@@ -374,7 +374,7 @@ def finish(run: Run) -> TrainResult:
 def _size_for_small_images(
     config: TrainConfig, data: DataSplits, accelerator
 ) -> tuple[TrainConfig, int | None]:
-    """Without ``--image-size``, small images train at about twice their size (the size
+    """Without ``--image-size``, small images train at about three times their size (the size
     chosen, or None where the backbone's own input is kept)."""
     if config.image_size is not None:
         return config, None
@@ -382,7 +382,7 @@ def _size_for_small_images(
     if size is None:
         return config, None
     accelerator.print(
-        f"small training images: training at {size} px, about twice their size "
+        f"small training images: training at {size} px, about three times their size "
         f"(the backbone's own input is larger; --image-size chooses)"
     )
     return config.model_copy(update={"image_size": size}), size
