@@ -6,6 +6,7 @@ shape."""
 from __future__ import annotations
 
 import base64
+from contextlib import contextmanager
 
 import bentoml
 import numpy as np
@@ -15,12 +16,12 @@ from tritonclient.http import InferenceServerClient, InferInput, InferRequestedO
 from tritonclient.utils import InferenceServerException
 
 from contract.images import Preprocessing, decode_image
-from tests.support.servers import burst_until_batched, total
+from tests.support.servers import burst_until_batched, released_together, total
 
 
 @pytest.fixture(scope="module")
 def client(server):
-    with_client = InferenceServerClient(server.url.removeprefix("http://"), concurrency=8)
+    with_client = InferenceServerClient(server.url.removeprefix("http://"))
     yield with_client
     with_client.close()
 
@@ -91,14 +92,22 @@ def test_pixel_values_and_the_classification_extension(
     assert float(score) == pytest.approx(float(files.max()), abs=1e-4)
 
 
-def test_infer_requests_are_batched_together(server, client, model_name, digit_files):
+def test_infer_requests_are_batched_together(server, model_name, digit_files):
     paths = [path for paths in digit_files.values() for path in paths[:3]]
 
-    def send():
-        pending = [client.async_infer(model_name, [files_input([path])]) for path in paths]
-        return [request.get_result().as_numpy("probabilities").shape for request in pending]
+    @contextmanager
+    def connect():
+        own = InferenceServerClient(server.url.removeprefix("http://"))
+        try:
+            assert own.is_server_live()
+            yield own
+        finally:
+            own.close()
 
-    burst = burst_until_batched(server, "infer", send)
+    def infer(own: InferenceServerClient, path) -> tuple:
+        return own.infer(model_name, [files_input([path])]).as_numpy("probabilities").shape
+
+    burst = burst_until_batched(server, "infer", lambda: released_together(paths, connect, infer))
     assert set(burst.results) == {(1, 10)}
     requests, batches = burst.requests_and_batches("infer")
     assert requests == len(paths) and batches < requests

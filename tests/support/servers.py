@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ __all__ = [
     "burst_until_batched",
     "free_port",
     "post_together",
+    "released_together",
     "serving",
     "total",
     "wait_for_workers",
@@ -133,17 +135,35 @@ def burst_until_batched(
     return burst
 
 
-def post_together(url: str, route: str, paths: list[Path]) -> list[int]:
-    """POST each file to ``route`` from a thread of its own, over a connection already open,
-    all released at once so that the requests reach the server together; the statuses."""
-    barrier = threading.Barrier(len(paths))
+def released_together(
+    items: list, connect: Callable[[], AbstractContextManager], send: Callable
+) -> list:
+    """``send(connection, item)`` for each item, from a thread of its own over a connection
+    that ``connect()`` opened beforehand, all released at once so that the requests reach
+    the server together (one thread sending them one after another may let the server
+    finish each before the next arrives); the results, in order."""
+    barrier = threading.Barrier(len(items))
 
-    def post(path: Path) -> int:
+    def run(item):
+        with connect() as connection:
+            barrier.wait()
+            return send(connection, item)
+
+    with ThreadPoolExecutor(len(items)) as pool:
+        return list(pool.map(run, items))
+
+
+def post_together(url: str, route: str, paths: list[Path]) -> list[int]:
+    """POST each file to ``route``, all at once (:func:`released_together`); the statuses."""
+
+    @contextmanager
+    def connect():
         with httpx.Client(base_url=url, timeout=60) as client:
             client.get("/livez")
-            barrier.wait()
-            files = [("images", (path.name, path.read_bytes(), "image/png"))]
-            return client.post(route, files=files).status_code
+            yield client
 
-    with ThreadPoolExecutor(len(paths)) as pool:
-        return list(pool.map(post, paths))
+    def post(client: httpx.Client, path: Path) -> int:
+        files = [("images", (path.name, path.read_bytes(), "image/png"))]
+        return client.post(route, files=files).status_code
+
+    return released_together(paths, connect, post)
