@@ -80,7 +80,7 @@ def test_learning_rate_defaults_by_strategy_and_is_written_out():
 
 def test_weight_average_defaults_by_strategy_and_zero_turns_it_off():
     decays = {s: TrainConfig(**BASE, strategy=s).ema_decay for s in DEFAULT_LR}
-    assert decays == {"linear": None, "partial": None, "full": 0.99, "lora": None}
+    assert decays == {"linear": None, "partial": None, "full": 0.99, "lora": 0.99}
     assert decays["full"] == DEFAULT_EMA_DECAY["full"]
     assert TrainConfig(**BASE, ema_decay=0).ema_decay is None
     assert TrainConfig(**BASE, strategy="lora", ema_decay=0.9).ema_decay == 0.9
@@ -88,7 +88,7 @@ def test_weight_average_defaults_by_strategy_and_zero_turns_it_off():
     parser = argparse.ArgumentParser()
     add_config_flags(parser, TrainConfig)
     help_text = " ".join(parser.format_help().split())
-    assert "0: off. Default by strategy: full 0.99, off otherwise" in help_text
+    assert "0: off. Default by strategy: full 0.99, lora 0.99, off otherwise" in help_text
 
 
 @pytest.mark.parametrize(
