@@ -231,7 +231,7 @@ def _transfer(result: dict) -> str:
     names = {
         "full_at_100": ("full fine-tuning at 100 per class", "≥ {:.2f}", "{:.3f}"),
         "full_minus_scratch_at_10": ("full minus scratch at 10 per class", "≥ +{:.0%}", "{:+.1%}"),
-        "lora_gap_at_100": ("full minus LoRA at 100 per class", "≤ {:.0%}", "{:+.1%}"),
+        "lora_gap_at_100": ("full minus LoRA at 100 per class", "≤ {:.0%}", "{:+.2%}"),
     }
     for key, verdict in result["verdicts"].items():
         label, target, value = names[key]
