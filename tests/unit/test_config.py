@@ -56,7 +56,7 @@ def test_bad_values_are_rejected(flags):
 
 def test_the_config_holds_its_real_defaults():
     assert TrainConfig(**BASE, strategy="partial").unfreeze_blocks == 2
-    assert (TrainConfig(**BASE).lora_rank, TrainConfig(**BASE).lora_alpha) == (8, 16.0)
+    assert (TrainConfig(**BASE).lora_rank, TrainConfig(**BASE).lora_alpha) == (16, 32.0)
     lora = TrainConfig(**BASE, strategy="lora", lora_rank=4)
     assert (lora.lora_rank, lora.lora_alpha) == (4, 8.0)
     assert TrainConfig(**BASE).workers == default_workers()
