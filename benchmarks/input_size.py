@@ -3,8 +3,8 @@
 Why small images train at a few times their size, not the backbone's own
 (``training.model.input_size_for``): a convolutional backbone takes any input size, and
 its cost grows with the pixels, so Fashion-MNIST's 28 px photos upscaled to
-EfficientNet's own 224 px cost many times what 96 px costs while adding no information. Measured here: full fine-tuning steps
-(forward, backward, AdamW; batch 32, random pixels) and inference forward passes
+EfficientNet's own 224 px cost many times what 96 px costs while adding no information.
+Measured here: full fine-tuning steps (forward, backward, AdamW; batch 32, random pixels) and inference forward passes
 (batch 32) of the ImageNet backbone with a 10-class head at each size, the sizes
 alternating round by round; figures are medians over rounds, and each size's speed
 relative to 224 px. The accuracy at the chosen 96 px (and at 64 px) is the transfer

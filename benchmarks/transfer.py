@@ -5,8 +5,8 @@ backbone (``--backbone efficientnet-lite0``); ``scratch (full)`` is the same net
 from random weights. Every run goes through ``training.train.train()`` with the
 defaults a user gets (20 epochs at most, a cosine learning rate, early stopping after
 5 epochs without progress, light augmentation, the small-image input size of 96 px)
-and the per-strategy defaults below (the peak learning rate; for ``full``, a weight
-average), on the same examples per class for a
+and the per-strategy defaults (the peak learning rate; for ``full`` and ``lora``, a
+weight average), on the same examples per class for a
 given seed (the random-weight baseline trains all 20 epochs, no early stopping,
 ``full (64 px)`` at 64 px instead, and ``full (64 px, 30 epochs)`` at 64 px all of a
 30-epoch schedule);

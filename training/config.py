@@ -42,9 +42,8 @@ def default_workers() -> int:
 # that carry pretrained features.
 DEFAULT_LR: dict[str, float] = {"linear": 1e-2, "partial": 1e-3, "full": 1e-3, "lora": 2e-3}
 # The weight average: full and LoRA fine-tuning move many weights on few examples, so the
-# weights of any one epoch are noisy; their average validates and tests better, and early
-# stopping on a small validation set stops less often on a bad epoch. Linear and partial
-# were measured without it.
+# weights of any one epoch are noisy; their average validates and tests better (measured,
+# BENCHMARKS.md). Linear and partial were measured without it.
 DEFAULT_EMA_DECAY: dict[str, float] = {"full": 0.99, "lora": 0.99}
 
 

@@ -251,9 +251,9 @@ def input_size_for(backbone: str, sources: list) -> int | None:
     input: three times their longest side, rounded up to a multiple of 32 (Fashion-MNIST's
     28 px photos train at 96 instead of 224, five times less compute for the same
     information; at 64 px EfficientNet's stride of 32 leaves a 2x2 feature map, and full
-    fine-tuning reaches 2.5 points less). ``None``
-    keeps the backbone processor's own size: for backbones with a fixed input (position
-    embeddings), and where that size is no larger than the input."""
+    fine-tuning reaches 2.5 points less). ``None`` keeps the backbone processor's own
+    size: for backbones with a fixed input (position embeddings), and where that size is
+    no larger than the input."""
     source, config = load_backbone_config(backbone)
     if hasattr(config, "patch_size"):
         return None

@@ -34,8 +34,8 @@ PER_CLASS = 20
 EVAL_PER_CLASS = 20  # validated every epoch, and tested
 EPOCHS = 12
 # 64 px rather than the 96 px that `visiontune train` picks for 28 px photos: half the
-# compute per step keeps the demo within five minutes on two cores, for about two points
-# of accuracy (BENCHMARKS.md, transfer vs scratch)
+# compute per step keeps the demo within five minutes on two cores, for a few points of
+# accuracy (BENCHMARKS.md, transfer vs scratch: `full (64 px)` against `full`)
 IMAGE_SIZE = 64
 
 
